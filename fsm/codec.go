@@ -1,0 +1,162 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Limits of the wire format. A decoder refuses anything larger, so a corrupt
+// or hostile entry cannot make a replica allocate without bound.
+const (
+	// EntryCommandsMax is the most commands one log entry may carry.
+	EntryCommandsMax = 65_536
+	// CommandBytesMax is the largest encoded command.
+	CommandBytesMax = 4 << 20
+	// entryFormatV1 is the first byte of every entry.
+	entryFormatV1 byte = 1
+)
+
+// commandFactories maps each type to a constructor. Registration happens once,
+// in init, and panics on a duplicate so two commands can never share a number.
+var commandFactories = map[CommandType]func() Command{}
+
+func registerCommand(t CommandType, factory func() Command) {
+	if _, dup := commandFactories[t]; dup {
+		panic(fmt.Sprintf("fsm: command type %d registered twice", t))
+	}
+	if got := factory().Type(); got != t {
+		panic(fmt.Sprintf("fsm: command type %d registered with a %d factory", t, got))
+	}
+	commandFactories[t] = factory
+}
+
+func init() {
+	registerCommand(TypeNoop, func() Command { return &Noop{} })
+	registerCommand(TypeCreateBudget, func() Command { return &CreateBudget{} })
+	registerCommand(TypeUpdateBudget, func() Command { return &UpdateBudget{} })
+	registerCommand(TypeDeleteBudget, func() Command { return &DeleteBudget{} })
+	registerCommand(TypeConsume, func() Command { return &Consume{} })
+	registerCommand(TypeConsumeAtomic, func() Command { return &ConsumeAtomic{} })
+	registerCommand(TypeReserve, func() Command { return &Reserve{} })
+	registerCommand(TypeCommit, func() Command { return &Commit{} })
+	registerCommand(TypeRelease, func() Command { return &Release{} })
+	registerCommand(TypeCreatePolicy, func() Command { return &CreatePolicy{} })
+	registerCommand(TypeUpdatePolicy, func() Command { return &UpdatePolicy{} })
+	registerCommand(TypeDeletePolicy, func() Command { return &DeletePolicy{} })
+	registerCommand(TypeRateCheck, func() Command { return &RateCheck{} })
+}
+
+// EncodeCommand returns the type byte followed by the msgpack body.
+func EncodeCommand(c Command) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(byte(c.Type()))
+	if err := encodeMsgpack(&buf, c); err != nil {
+		return nil, fmt.Errorf("encode command %d: %w", c.Type(), err)
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeCommand is the inverse of EncodeCommand. Unknown types, unknown fields
+// and trailing bytes are errors: a replica that cannot understand an entry
+// exactly must not guess.
+func DecodeCommand(b []byte) (Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("empty command")
+	}
+	if len(b) > CommandBytesMax {
+		return nil, fmt.Errorf("command of %d bytes exceeds %d", len(b), CommandBytesMax)
+	}
+	factory, ok := commandFactories[CommandType(b[0])]
+	if !ok {
+		return nil, fmt.Errorf("unknown command type %d", b[0])
+	}
+	c := factory()
+	if err := decodeMsgpack(b[1:], c); err != nil {
+		return nil, fmt.Errorf("decode command type %d: %w", b[0], err)
+	}
+	return c, nil
+}
+
+func encodeMsgpack(buf *bytes.Buffer, v any) error {
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
+	return enc.Encode(v)
+}
+
+func decodeMsgpack(b []byte, v any) error {
+	r := bytes.NewReader(b)
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(r)
+	dec.DisallowUnknownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if r.Len() != 0 {
+		return fmt.Errorf("%d trailing bytes", r.Len())
+	}
+	return nil
+}
+
+// Entry is one Raft log entry: a batch of encoded commands stamped with the
+// leader's clock. The FSM applies them in order and returns one result each.
+type Entry struct {
+	// NowMs is the leader's time (ms since the Unix epoch) when it built the
+	// entry. Every time-dependent decision uses it, never a local clock.
+	NowMs    int64
+	Commands [][]byte
+}
+
+// EncodeEntry frames an entry: format byte, uvarint now, uvarint count, then
+// each command as uvarint length + bytes.
+func EncodeEntry(e Entry) []byte {
+	size := 1 + 2*binary.MaxVarintLen64
+	for _, c := range e.Commands {
+		size += binary.MaxVarintLen64 + len(c)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, entryFormatV1)
+	b = binary.AppendUvarint(b, uint64(e.NowMs))
+	b = binary.AppendUvarint(b, uint64(len(e.Commands)))
+	for _, c := range e.Commands {
+		b = binary.AppendUvarint(b, uint64(len(c)))
+		b = append(b, c...)
+	}
+	return b
+}
+
+// DecodeEntry is the inverse of EncodeEntry. The command slices alias b.
+func DecodeEntry(b []byte) (Entry, error) {
+	if len(b) == 0 || b[0] != entryFormatV1 {
+		return Entry{}, fmt.Errorf("unknown entry format")
+	}
+	b = b[1:]
+	now, n := binary.Uvarint(b)
+	if n <= 0 || now > 1<<62 {
+		return Entry{}, fmt.Errorf("bad entry time")
+	}
+	b = b[n:]
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > EntryCommandsMax {
+		return Entry{}, fmt.Errorf("bad command count")
+	}
+	b = b[n:]
+	e := Entry{NowMs: int64(now), Commands: make([][]byte, 0, count)}
+	for i := uint64(0); i < count; i++ {
+		size, n := binary.Uvarint(b)
+		if n <= 0 || size > CommandBytesMax || size > uint64(len(b)-n) {
+			return Entry{}, fmt.Errorf("bad length of command %d", i)
+		}
+		b = b[n:]
+		e.Commands = append(e.Commands, b[:size:size])
+		b = b[size:]
+	}
+	if len(b) != 0 {
+		return Entry{}, fmt.Errorf("%d trailing bytes after %d commands", len(b), count)
+	}
+	return e, nil
+}

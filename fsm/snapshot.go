@@ -1,0 +1,313 @@
+package fsm
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+)
+
+// Snapshot format: the magic bytes, then records, each a type byte, a uvarint
+// length and a msgpack body. The first record is the header, the last the
+// trailer with counts. Records are written in a canonical order (sorted keys,
+// idempotency records in log order), so the same state always encodes to the
+// same bytes and a SHA-256 of the encoding is a state hash.
+const (
+	snapshotMagic         = "TGSNAP"
+	SnapshotFormatVersion = 1
+	snapshotRecordMax     = 64 << 20
+)
+
+// Record types are append-only like command types.
+const (
+	recHeader  byte = 1
+	recBudget  byte = 2
+	recHold    byte = 3
+	recPolicy  byte = 4
+	recRateKey byte = 5
+	recIdem    byte = 6
+	recTrailer byte = 255
+)
+
+type snapshotHeader struct {
+	FormatVersion int    `msgpack:"v"`
+	LastIndex     uint64 `msgpack:"i"`
+	LastNowMs     int64  `msgpack:"t"`
+}
+
+type snapshotRateKey struct {
+	Tenant   string    `msgpack:"t"`
+	PolicyID string    `msgpack:"p"`
+	Entry    rateEntry `msgpack:"e"`
+}
+
+type snapshotTrailer struct {
+	Budgets  int `msgpack:"b"`
+	Holds    int `msgpack:"h"`
+	Policies int `msgpack:"p"`
+	RateKeys int `msgpack:"k"`
+	Idem     int `msgpack:"r"`
+}
+
+// WriteSnapshot encodes the whole state to w in canonical form. It holds the
+// read lock for the duration, so Apply waits; callers that need Apply to go on
+// encode into memory first (see node).
+func (m *Machine) WriteSnapshot(w io.Writer) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.s.encode(w)
+}
+
+// StateHash returns the hex SHA-256 of the canonical encoding and the index it
+// reflects.
+func (m *Machine) StateHash() (string, uint64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	h := sha256.New()
+	if err := m.s.encode(h); err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), m.s.lastIndex, nil
+}
+
+type recordWriter struct {
+	w   *bufio.Writer
+	buf bytes.Buffer
+	err error
+}
+
+func (rw *recordWriter) write(typ byte, v any) {
+	if rw.err != nil {
+		return
+	}
+	rw.buf.Reset()
+	if rw.err = encodeMsgpack(&rw.buf, v); rw.err != nil {
+		return
+	}
+	var hdr [1 + binary.MaxVarintLen64]byte
+	hdr[0] = typ
+	n := binary.PutUvarint(hdr[1:], uint64(rw.buf.Len()))
+	if _, rw.err = rw.w.Write(hdr[:1+n]); rw.err == nil {
+		_, rw.err = rw.w.Write(rw.buf.Bytes())
+	}
+}
+
+func (s *state) encode(w io.Writer) error {
+	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	if _, err := rw.w.WriteString(snapshotMagic); err != nil {
+		return err
+	}
+	rw.write(recHeader, snapshotHeader{FormatVersion: SnapshotFormatVersion, LastIndex: s.lastIndex, LastNowMs: s.lastNowMs})
+	for _, k := range sortedObjectKeys(s.budgets) {
+		rw.write(recBudget, s.budgets[k])
+	}
+	for _, k := range sortedObjectKeys(s.holds) {
+		rw.write(recHold, s.holds[k])
+	}
+	for _, k := range sortedObjectKeys(s.policies) {
+		p := s.policies[k]
+		rw.write(recPolicy, p)
+		for _, key := range sortedKeys(p.keys, "") {
+			rw.write(recRateKey, snapshotRateKey{Tenant: p.Tenant, PolicyID: p.Spec.ID, Entry: *p.keys[key]})
+		}
+	}
+	for _, r := range s.idem.records() {
+		rw.write(recIdem, r)
+	}
+	rw.write(recTrailer, snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
+		RateKeys: s.rateKeys, Idem: s.idem.len()})
+	if rw.err != nil {
+		return rw.err
+	}
+	return rw.w.Flush()
+}
+
+func sortedObjectKeys[T any](m map[objectKey]T) []objectKey {
+	keys := make([]objectKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
+	return keys
+}
+
+// Restore replaces the whole state with the snapshot in r. The new state is
+// built aside and swapped in only if the snapshot decodes and checks out.
+func (m *Machine) Restore(r io.Reader) error {
+	s, err := decodeState(bufio.NewReaderSize(r, 64<<10))
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.s = s
+	return nil
+}
+
+func readRecord(r *bufio.Reader) (byte, []byte, error) {
+	typ, err := r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	size, err := binary.ReadUvarint(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if size > snapshotRecordMax {
+		return 0, nil, fmt.Errorf("record of %d bytes exceeds %d", size, snapshotRecordMax)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	return typ, body, nil
+}
+
+func decodeState(r *bufio.Reader) (*state, error) {
+	magic := make([]byte, len(snapshotMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic {
+		return nil, errors.New("not a tollgate snapshot")
+	}
+	s := newState()
+	var sawHeader bool
+	for {
+		typ, body, err := readRecord(r)
+		if err != nil {
+			return nil, fmt.Errorf("truncated snapshot: %w", err)
+		}
+		if !sawHeader && typ != recHeader {
+			return nil, errors.New("snapshot does not start with a header")
+		}
+		if typ == recTrailer {
+			var t snapshotTrailer
+			if err := decodeMsgpack(body, &t); err != nil {
+				return nil, err
+			}
+			if _, err := r.ReadByte(); err != io.EOF {
+				return nil, errors.New("bytes after the snapshot trailer")
+			}
+			return s, s.checkRestored(t)
+		}
+		if err := s.restoreRecord(typ, body, &sawHeader); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
+	switch typ {
+	case recHeader:
+		var h snapshotHeader
+		if err := decodeMsgpack(body, &h); err != nil {
+			return err
+		}
+		if *sawHeader || h.FormatVersion != SnapshotFormatVersion {
+			return fmt.Errorf("unsupported snapshot header (format %d)", h.FormatVersion)
+		}
+		*sawHeader = true
+		s.lastIndex, s.lastNowMs = h.LastIndex, h.LastNowMs
+	case recBudget:
+		b := &Budget{}
+		if err := decodeMsgpack(body, b); err != nil {
+			return err
+		}
+		if err := ValidateBudgetSpec(&b.Spec); err != nil {
+			return fmt.Errorf("budget %s/%s: %s", b.Tenant, b.Spec.ID, err.Message)
+		}
+		s.putBudget(b)
+	case recHold:
+		h := &Hold{}
+		if err := decodeMsgpack(body, h); err != nil {
+			return err
+		}
+		s.holds[objectKey{h.Tenant, h.ID}] = h
+		s.holdExpiries.Push(holdExpiry{atMs: h.ExpiresAtMs, hold: h})
+	case recPolicy:
+		p := &Policy{keys: map[string]*rateEntry{}}
+		if err := decodeMsgpack(body, p); err != nil {
+			return err
+		}
+		if err := validatePolicySpec(&p.Spec); err != nil {
+			return fmt.Errorf("policy %s/%s: %s", p.Tenant, p.Spec.ID, err.Message)
+		}
+		p.ActiveKeys = 0
+		s.putPolicy(p)
+	case recRateKey:
+		var k snapshotRateKey
+		if err := decodeMsgpack(body, &k); err != nil {
+			return err
+		}
+		p := s.policies[objectKey{k.Tenant, k.PolicyID}]
+		if p == nil {
+			return fmt.Errorf("rate key for unknown policy %s/%s", k.Tenant, k.PolicyID)
+		}
+		e := k.Entry
+		e.policy = p
+		p.keys[e.Key] = &e
+		s.rateKeys++
+		s.rateExpiries.Push(rateExpiry{atMs: e.State.ExpiresAtMs, entry: &e})
+	case recIdem:
+		rec := &idemRecord{}
+		if err := decodeMsgpack(body, rec); err != nil {
+			return err
+		}
+		s.idem.put(rec)
+	default:
+		return fmt.Errorf("unknown snapshot record type %d", typ)
+	}
+	return nil
+}
+
+// checkRestored re-derives what the records imply and compares it with the
+// trailer and the stored counters: a snapshot that disagrees with itself is
+// refused.
+func (s *state) checkRestored(t snapshotTrailer) error {
+	got := snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
+		RateKeys: s.rateKeys, Idem: s.idem.len()}
+	if got != t {
+		return fmt.Errorf("snapshot counts %+v do not match its trailer %+v", got, t)
+	}
+	children := map[objectKey]uint32{}
+	holds := map[objectKey]uint32{}
+	held := map[objectKey]int64{}
+	for _, b := range s.budgets {
+		if b.Spec.ParentID == "" {
+			continue
+		}
+		parent := objectKey{b.Tenant, b.Spec.ParentID}
+		if s.budgets[parent] == nil {
+			return fmt.Errorf("budget %s/%s has a missing parent", b.Tenant, b.Spec.ID)
+		}
+		children[parent]++
+	}
+	for _, b := range s.budgets {
+		x, depth := b, 1
+		for x.Spec.ParentID != "" {
+			if x = s.budgets[objectKey{x.Tenant, x.Spec.ParentID}]; x == nil || depth == BudgetDepthMax {
+				return fmt.Errorf("budget %s/%s has a broken or too long parent chain", b.Tenant, b.Spec.ID)
+			}
+			depth++
+		}
+	}
+	for _, h := range s.holds {
+		b := s.budgets[objectKey{h.Tenant, h.BudgetID}]
+		if b == nil {
+			return fmt.Errorf("hold %s/%s is on a missing budget", h.Tenant, h.ID)
+		}
+		holds[objectKey{h.Tenant, h.BudgetID}]++
+		for _, x := range s.chain(b) {
+			held[objectKey{x.Tenant, x.Spec.ID}] += h.AmountMicros
+		}
+	}
+	for k, b := range s.budgets {
+		if b.Children != children[k] || b.ActiveHolds != holds[k] || b.HeldMicros != held[k] {
+			return fmt.Errorf("budget %s/%s counters do not match its holds and children", k.Tenant, k.ID)
+		}
+	}
+	return nil
+}
