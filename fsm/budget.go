@@ -258,6 +258,14 @@ func (s *state) consumeAtomic(ctx applyCtx, c *ConsumeAtomic) Result {
 		}
 		chains[i] = s.chain(b)
 	}
+	// Roll every chain first: the items after a failing one are never
+	// checked, and their results and denial counts must still belong to the
+	// current period.
+	for _, chain := range chains {
+		for _, x := range chain {
+			rollPeriod(x, ctx.nowMs)
+		}
+	}
 	// Tentatively charge in order; undo everything if one item fails.
 	results := make([]SpendResult, len(c.Items))
 	fits := make([]fit, len(c.Items))
@@ -393,13 +401,15 @@ func (s *state) commit(ctx applyCtx, c *Commit) Result {
 	return Result{Spend: charge(ctx, chain, c.AmountMicros, f)}
 }
 
-func (s *state) release(c *Release) Result {
+func (s *state) release(ctx applyCtx, c *Release) Result {
 	h := s.holds[objectKey{c.Tenant, c.HoldID}]
 	if h == nil {
 		return Result{Err: errorf(CodeNotFound, "hold %q is not active in tenant %q (expired, committed, released or never made)", c.HoldID, c.Tenant)}
 	}
 	s.dropHold(h)
 	b := s.budgets[objectKey{h.Tenant, h.BudgetID}]
+	// The result reports the budget in the period of the release.
+	rollPeriod(b, ctx.nowMs)
 	return Result{Spend: &SpendResult{
 		Allowed:         true,
 		BudgetID:        b.Spec.ID,

@@ -121,7 +121,7 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 	case *Commit:
 		return s.commit(ctx, c)
 	case *Release:
-		return s.release(c)
+		return s.release(ctx, c)
 	case *CreatePolicy:
 		return s.createPolicy(ctx, c)
 	case *UpdatePolicy:

@@ -48,6 +48,10 @@ func ParseAmount(s string) (int64, *Error) {
 	if intPart != "" {
 		units, _ = strconv.ParseInt(intPart, 10, 64) // at most 13 digits: cannot fail
 	}
+	// Checked before multiplying: 13 digits of units times 10^6 can overflow.
+	if units > AmountMaxMicros/MicrosPerUnit {
+		return 0, invalidf("%q is above the maximum amount 1000000000000", s)
+	}
 	frac := int64(0)
 	if fracPart != "" {
 		frac, _ = strconv.ParseInt(fracPart+strings.Repeat("0", FractionDigitsMax-len(fracPart)), 10, 64)

@@ -55,22 +55,22 @@ func periodBounds(spec *BudgetSpec, anchorMs, nowMs int64) (startMs, endMs int64
 	var start, end time.Time
 	switch spec.Period {
 	case PeriodDay:
-		start = time.Date(y, m, d, 0, 0, 0, 0, loc)
-		end = time.Date(y, m, d+1, 0, 0, 0, 0, loc)
+		start = localDayStart(y, m, d, loc)
+		end = localDayStart(y, m, d+1, loc)
 	case PeriodWeek:
 		sinceMonday := (int(t.Weekday()) + 6) % 7
-		start = time.Date(y, m, d-sinceMonday, 0, 0, 0, 0, loc)
-		end = time.Date(y, m, d-sinceMonday+7, 0, 0, 0, 0, loc)
+		start = localDayStart(y, m, d-sinceMonday, loc)
+		end = localDayStart(y, m, d-sinceMonday+7, loc)
 	case PeriodMonth:
-		start = time.Date(y, m, 1, 0, 0, 0, 0, loc)
-		end = time.Date(y, m+1, 1, 0, 0, 0, 0, loc)
+		start = localDayStart(y, m, 1, loc)
+		end = localDayStart(y, m+1, 1, loc)
 	case PeriodQuarter:
 		first := time.Month((int(m)-1)/3*3 + 1)
-		start = time.Date(y, first, 1, 0, 0, 0, 0, loc)
-		end = time.Date(y, first+3, 1, 0, 0, 0, 0, loc)
+		start = localDayStart(y, first, 1, loc)
+		end = localDayStart(y, first+3, 1, loc)
 	case PeriodYear:
-		start = time.Date(y, 1, 1, 0, 0, 0, 0, loc)
-		end = time.Date(y+1, 1, 1, 0, 0, 0, 0, loc)
+		start = localDayStart(y, 1, 1, loc)
+		end = localDayStart(y+1, 1, 1, loc)
 	default:
 		panic("fsm: unknown period in a validated budget")
 	}
@@ -81,6 +81,38 @@ func periodBounds(spec *BudgetSpec, anchorMs, nowMs int64) (startMs, endMs int64
 		panic("fsm: period bounds do not contain now")
 	}
 	return startMs, endMs
+}
+
+// localDayStart returns the first instant whose date in loc is on or after the
+// (normalized) date y-m-d. Usually that is time.Date(y, m, d, 0, 0, 0, 0, loc),
+// but where midnight falls into a DST gap (America/Santiago, Atlantic/Azores,
+// America/Havana spring forward at 00:00) time.Date may return the instant
+// before the gap, which is still on the previous day; where midnight happens
+// twice (a fall back from 01:00 to 00:00) it may return the later one; and a
+// skipped day (Pacific/Apia 2011-12-30) has no midnight at all. Then the first
+// such millisecond is found by bisection: the local date never decreases as
+// time goes on, and zone offsets are far below the two-day search radius.
+func localDayStart(y int, m time.Month, d int, loc *time.Location) time.Time {
+	want := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	onOrAfter := func(ms int64) bool {
+		ly, lm, ld := time.UnixMilli(ms).In(loc).Date()
+		return !time.Date(ly, lm, ld, 0, 0, 0, 0, time.UTC).Before(want)
+	}
+	guess := time.Date(y, m, d, 0, 0, 0, 0, loc).UnixMilli()
+	if onOrAfter(guess) && !onOrAfter(guess-1) {
+		return time.UnixMilli(guess) // the common case
+	}
+	const radiusMs = 2 * 24 * 3600 * 1000
+	lo, hi := guess-radiusMs, guess+radiusMs // !onOrAfter(lo) && onOrAfter(hi)
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if onOrAfter(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return time.UnixMilli(hi)
 }
 
 // rollPeriod closes the current period of b if nowMs has passed its end,

@@ -63,13 +63,16 @@ func (m *Machine) WriteSnapshot(w io.Writer) error {
 	return m.s.encode(w)
 }
 
-// StateHash returns the hex SHA-256 of the canonical encoding and the index it
-// reflects.
+// StateHash returns the hex SHA-256 of the canonical encoding of the tables
+// (budgets, holds, policies, counters, idempotency records) and the index it
+// reflects. The log position (index and log time) is left out of the hash and
+// reported beside it, so a node that restarted and committed its leader
+// barrier still hashes equal to its state before the restart.
 func (m *Machine) StateHash() (string, uint64, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	h := sha256.New()
-	if err := m.s.encode(h); err != nil {
+	if err := m.s.encodeTables(h); err != nil {
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), m.s.lastIndex, nil
@@ -98,11 +101,21 @@ func (rw *recordWriter) write(typ byte, v any) {
 }
 
 func (s *state) encode(w io.Writer) error {
+	return s.encodeRecords(w, true)
+}
+
+func (s *state) encodeTables(w io.Writer) error {
+	return s.encodeRecords(w, false)
+}
+
+func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10)}
 	if _, err := rw.w.WriteString(snapshotMagic); err != nil {
 		return err
 	}
-	rw.write(recHeader, snapshotHeader{FormatVersion: SnapshotFormatVersion, LastIndex: s.lastIndex, LastNowMs: s.lastNowMs})
+	if withHeader {
+		rw.write(recHeader, snapshotHeader{FormatVersion: SnapshotFormatVersion, LastIndex: s.lastIndex, LastNowMs: s.lastNowMs})
+	}
 	for _, k := range sortedObjectKeys(s.budgets) {
 		rw.write(recBudget, s.budgets[k])
 	}

@@ -1696,7 +1696,8 @@ type ConsumeBatchRequest struct {
 	Items  []*ConsumeBatchItem    `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
 	// All items are charged or none.
 	Atomic bool `protobuf:"varint,3,opt,name=atomic,proto3" json:"atomic,omitempty"`
-	// Idempotency key of the whole batch (used for atomic batches).
+	// Idempotency key of the whole batch. Atomic: the key of the one command.
+	// Non-atomic: an item without a request_id uses "<request_id>#<position>".
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1134,9 +1134,12 @@ func (x *CheckBatchItem) GetRequestId() string {
 }
 
 type CheckBatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Items         []*CheckBatchItem      `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Items  []*CheckBatchItem      `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	// An item without a request_id uses "<request_id>#<position>", so retrying
+	// the whole batch with the same request_id is safe.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1183,6 +1186,13 @@ func (x *CheckBatchRequest) GetItems() []*CheckBatchItem {
 		return x.Items
 	}
 	return nil
+}
+
+func (x *CheckBatchRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type CheckBatchResponse struct {
@@ -1330,10 +1340,12 @@ const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\bpriority\x18\x04 \x01(\rR\bpriority\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestIdB\a\n" +
-	"\x05_cost\"^\n" +
+	"\x05_cost\"}\n" +
 	"\x11CheckBatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x121\n" +
-	"\x05items\x18\x02 \x03(\v2\x1b.tollgate.v1.CheckBatchItemR\x05items\"w\n" +
+	"\x05items\x18\x02 \x03(\v2\x1b.tollgate.v1.CheckBatchItemR\x05items\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"w\n" +
 	"\x12CheckBatchResponse\x12D\n" +
 	"\aresults\x18\x01 \x03(\v2*.tollgate.v1.RateLimitServiceCheckResponseR\aresults\x12\x1b\n" +
 	"\tlog_index\x18\x02 \x01(\x04R\blogIndex*\xd6\x01\n" +

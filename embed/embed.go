@@ -1,0 +1,112 @@
+// Package embed starts a complete tollgate server (node + API) inside a Go
+// process. `tollgate serve` and tests (tollgatetest) both use it, so there is
+// one way to wire a server.
+package embed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tollgate/tollgate/node"
+	"github.com/tollgate/tollgate/transport"
+)
+
+// Config of an embedded server.
+type Config struct {
+	NodeID  string
+	DataDir string
+	// APIAddr and RaftAddr are bind addresses; port 0 picks a free port.
+	APIAddr  string
+	RaftAddr string
+	// RaftAdvertise / APIAdvertise are the addresses peers and clients dial
+	// (default: the bound ones).
+	RaftAdvertise string
+	APIAdvertise  string
+	// Bootstrap a one-voter cluster when the data dir is fresh.
+	Bootstrap         bool
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// RaftLogLevel is hashicorp/raft's log level (default "error").
+	RaftLogLevel string
+	Version      string
+	Logger       *slog.Logger
+	// Clock overrides the leader's clock (tests only).
+	Clock func() time.Time
+}
+
+// Server is a running node with its API.
+type Server struct {
+	Node    *node.Node
+	api     *transport.Server
+	apiAddr string
+	served  chan error
+	log     *slog.Logger
+}
+
+// Start opens the data dir, starts Raft and serves the API. It returns once
+// both listen; it does not wait for leadership (see WaitLeader).
+func Start(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// The API listener comes first so the node can hand out its real address
+	// as a leader hint even when the port was 0.
+	lazy := &lazyNode{}
+	api, err := transport.Listen(cfg.APIAddr, transport.NewHandler(lazy, transport.Options{
+		Logger: cfg.Logger, Version: cfg.Version, Gatherer: reg, Registerer: reg,
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("listen on API address %s: %w", cfg.APIAddr, err)
+	}
+	apiAddr := api.Addr()
+	if cfg.APIAdvertise != "" {
+		apiAddr = cfg.APIAdvertise
+	}
+	n, err := node.New(node.Config{
+		NodeID:            cfg.NodeID,
+		DataDir:           cfg.DataDir,
+		RaftAddr:          cfg.RaftAddr,
+		RaftAdvertise:     cfg.RaftAdvertise,
+		APIAddr:           apiAddr,
+		Bootstrap:         cfg.Bootstrap,
+		SnapshotThreshold: cfg.SnapshotThreshold,
+		SnapshotInterval:  cfg.SnapshotInterval,
+		RaftLogLevel:      cfg.RaftLogLevel,
+		Clock:             cfg.Clock,
+		Logger:            cfg.Logger,
+		Registerer:        reg,
+	})
+	if err != nil {
+		api.Shutdown(context.Background())
+		return nil, err
+	}
+	lazy.set(n)
+	s := &Server{Node: n, api: api, apiAddr: api.Addr(), served: make(chan error, 1), log: cfg.Logger}
+	go func() { s.served <- api.Serve() }()
+	return s, nil
+}
+
+// APIAddr is the address the API listens on.
+func (s *Server) APIAddr() string { return s.apiAddr }
+
+// WaitLeader waits until this node is a leader ready to serve.
+func (s *Server) WaitLeader(ctx context.Context) error { return s.Node.WaitLeader(ctx) }
+
+// Close drains the API (in-flight requests finish, up to ctx) and stops the
+// node.
+func (s *Server) Close(ctx context.Context) error {
+	apiErr := s.api.Shutdown(ctx)
+	if err := <-s.served; err != nil && apiErr == nil {
+		apiErr = err
+	}
+	return errors.Join(apiErr, s.Node.Shutdown())
+}

@@ -1,0 +1,378 @@
+// Package node runs one tollgate server: hashicorp/raft with raft-boltdb and a
+// file snapshot store under the data directory, group commit of commands into
+// log entries, and the read consistency levels.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/fsm"
+)
+
+// Config is everything a node needs. Zero values are replaced by the defaults
+// named below; nothing is left to a library default silently.
+type Config struct {
+	// NodeID is this server's Raft ID; stable across restarts.
+	NodeID string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// RaftAddr is the host:port the Raft transport binds ("127.0.0.1:0" picks
+	// a port). RaftAdvertise is what peers dial; default the bound address.
+	RaftAddr      string
+	RaftAdvertise string
+	// APIAddr is this node's API address, handed out as a leader hint.
+	APIAddr string
+	// Bootstrap makes a fresh node (no Raft state on disk) bootstrap a
+	// cluster with itself as the only voter.
+	Bootstrap bool
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one (default 8192).
+	SnapshotThreshold uint64
+	// SnapshotInterval is how often Raft checks the threshold (default 30s).
+	SnapshotInterval time.Duration
+	// TrailingLogs is how many entries are kept after a snapshot (default
+	// 10240) so a lagging follower can catch up without a snapshot install.
+	TrailingLogs uint64
+	// RaftLogLevel is hashicorp/raft's log level: "error" (default), "warn",
+	// "info", "debug" or "trace".
+	RaftLogLevel string
+	// ApplyTimeout bounds one entry's trip through Raft (default 10s).
+	ApplyTimeout time.Duration
+	// Clock returns the leader's time for stamping entries (default
+	// time.Now). The state machine never reads a clock; only this does.
+	Clock  func() time.Time
+	Logger *slog.Logger
+	// Registerer receives the node's Prometheus metrics (nil: none).
+	Registerer prometheus.Registerer
+}
+
+const (
+	// proposalQueueMax bounds proposals waiting for the batcher.
+	proposalQueueMax = 8192
+	// entryCommandsMax is the most commands the batcher packs into one entry.
+	entryCommandsMax = 4096
+	// entriesInFlightMax is how many entries may be in Raft at once; while
+	// they are, new proposals accumulate into the next (larger) entry.
+	entriesInFlightMax = 4
+	// snapshotsRetained is how many snapshots are kept on disk.
+	snapshotsRetained = 2
+)
+
+func (c *Config) setDefaults() error {
+	if c.NodeID == "" {
+		return errors.New("node: NodeID is required")
+	}
+	if c.DataDir == "" {
+		return errors.New("node: DataDir is required")
+	}
+	if c.RaftAddr == "" {
+		return errors.New("node: RaftAddr is required")
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 30 * time.Second
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return nil
+}
+
+// Node is one running tollgate server.
+type Node struct {
+	cfg       Config
+	machine   *fsm.Machine
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	logStore  *raftboltdb.BoltStore
+	applied   *appliedIndex
+	metrics   *metrics
+	log       *slog.Logger
+
+	proposals chan *proposal
+	inflight  chan struct{} // semaphore of entriesInFlightMax
+	stopping  chan struct{}
+	wg        sync.WaitGroup
+
+	mu        sync.Mutex
+	readyTerm uint64            // term in which this leader's barrier committed
+	lastStamp int64             // last NowMs handed out (monotonic)
+	apiAddrs  map[string]string // raft ID -> API address, for leader hints
+	closeOnce sync.Once
+}
+
+// New opens (or creates) the node's data directory and starts Raft.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	n := &Node{
+		cfg:       cfg,
+		machine:   fsm.New(),
+		applied:   newAppliedIndex(),
+		metrics:   newMetrics(cfg.Registerer),
+		log:       cfg.Logger,
+		proposals: make(chan *proposal, proposalQueueMax),
+		inflight:  make(chan struct{}, entriesInFlightMax),
+		stopping:  make(chan struct{}),
+		apiAddrs:  map[string]string{cfg.NodeID: cfg.APIAddr},
+	}
+	if err := n.startRaft(); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	n.registerGauges(cfg.Registerer)
+	n.wg.Add(2)
+	go n.runBatcher()
+	go n.watchLeadership()
+	return n, nil
+}
+
+func (n *Node) startRaft() error {
+	level := hclog.LevelFromString(n.cfg.RaftLogLevel)
+	if level == hclog.NoLevel {
+		level = hclog.Error
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: os.Stderr})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.ProtocolVersion = raft.ProtocolVersionMax
+	// Timeouts: a follower starts an election after ~1s without a leader; a
+	// leader steps down when it cannot reach a quorum for 500ms, which bounds
+	// how long a deposed leader may serve LEADER reads.
+	rc.HeartbeatTimeout = 1000 * time.Millisecond
+	rc.ElectionTimeout = 1000 * time.Millisecond
+	rc.LeaderLeaseTimeout = 500 * time.Millisecond
+	// CommitTimeout: heartbeat cadence when idle, so followers learn the
+	// commit index promptly.
+	rc.CommitTimeout = 50 * time.Millisecond
+	// Up to 256 entries per AppendEntries, and the apply channel buffered to
+	// that size so Raft writes a whole batch with one fsync.
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	// Restore the newest snapshot on start, then replay the log after it.
+	rc.NoSnapshotRestoreOnStart = false
+	rc.Logger = hlog
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("node: raft config: %w", err)
+	}
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("node: open raft.db: %w", err)
+	}
+	n.logStore = store
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, snapshotsRetained, hlog)
+	if err != nil {
+		return fmt.Errorf("node: snapshot store: %w", err)
+	}
+	var advertise net.Addr
+	if n.cfg.RaftAdvertise != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise); err != nil {
+			return fmt.Errorf("node: raft advertise address: %w", err)
+		}
+	}
+	n.transport, err = raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
+		Logger:          hlog,
+		MaxPool:         3,
+		MaxRPCsInFlight: 2,
+		Timeout:         10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+	}
+	hasState, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		return err
+	}
+	f := &raftFSM{machine: n.machine, applied: n.applied, metrics: n.metrics}
+	n.raft, err = raft.NewRaft(rc, f, logs, store, snaps, n.transport)
+	if err != nil {
+		return fmt.Errorf("node: start raft: %w", err)
+	}
+	if !hasState && n.cfg.Bootstrap {
+		boot := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter,
+			ID:       raft.ServerID(n.cfg.NodeID),
+			Address:  n.transport.LocalAddr(),
+		}}}
+		if err := n.raft.BootstrapCluster(boot).Error(); err != nil {
+			return fmt.Errorf("node: bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped a new cluster", "node_id", n.cfg.NodeID, "raft_addr", n.transport.LocalAddr())
+	}
+	return nil
+}
+
+// RaftAddr is the address the Raft transport listens on.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// Machine exposes the state machine (for tests and tools).
+func (n *Node) Machine() *fsm.Machine { return n.machine }
+
+// Shutdown stops the batcher and Raft and closes the stores. Proposals still
+// waiting get ErrShutdown; entries already in Raft finish or fail with
+// ErrUnknownOutcome.
+func (n *Node) Shutdown() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.stopping)
+		n.wg.Wait()
+		err = n.raft.Shutdown().Error()
+		if cerr := n.transport.Close(); err == nil {
+			err = cerr
+		}
+		n.closeStores()
+	})
+	return err
+}
+
+func (n *Node) closeStores() {
+	if n.logStore != nil {
+		n.logStore.Close()
+	}
+}
+
+// watchLeadership commits a barrier entry whenever this node becomes leader,
+// and only then marks the term ready for linearizable and leader reads: the
+// entry proves the leader has every committed entry of earlier terms applied.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stopping:
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			if !isLeader {
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			// Our own no-op command (not raft.Barrier) so the state machine
+			// sees the entry and the applied index reaches it.
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+			_, _, err := n.Propose(ctx, &fsm.Noop{})
+			cancel()
+			if err != nil {
+				n.log.Warn("leader barrier failed", "term", term, "err", err)
+				continue
+			}
+			n.mu.Lock()
+			if n.raft.CurrentTerm() == term && n.raft.State() == raft.Leader {
+				n.readyTerm = term
+			}
+			n.mu.Unlock()
+			n.log.Info("leader ready", "node_id", n.cfg.NodeID, "term", term)
+		}
+	}
+}
+
+// notLeader builds the error with the current leader hint.
+func (n *Node) notLeader() error {
+	_, id := n.raft.LeaderWithID()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return &NotLeaderError{LeaderID: string(id), LeaderAPIAddr: n.apiAddrs[string(id)]}
+}
+
+// SetAPIAddr records a peer's API address for leader hints.
+func (n *Node) SetAPIAddr(nodeID, apiAddr string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.apiAddrs[nodeID] = apiAddr
+}
+
+// WaitLeader blocks until this node is a ready leader (for tests and dev
+// start-up) or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	for {
+		if n.isReadyLeader() {
+			return nil
+		}
+		_, changed := n.applied.get()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: not leader: %w", n.cfg.NodeID, ctx.Err())
+		case <-changed:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) isReadyLeader() bool {
+	if n.raft.State() != raft.Leader {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.readyTerm == n.raft.CurrentTerm()
+}
+
+func (n *Node) registerGauges(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counts := func(pick func(fsm.Counts) int) func() float64 {
+		return func() float64 {
+			var c fsm.Counts
+			n.machine.Read(0, func(v fsm.View) error { c = v.Counts(); return nil })
+			return float64(pick(c))
+		}
+	}
+	reg.MustRegister(
+		gauge("tollgate_raft_is_leader", "1 if this node is the Raft leader.", func() float64 {
+			if n.raft.State() == raft.Leader {
+				return 1
+			}
+			return 0
+		}),
+		gauge("tollgate_raft_term", "Current Raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
+		gauge("tollgate_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
+		gauge("tollgate_applied_index", "Last index applied to the state machine.", func() float64 {
+			i, _ := n.applied.get()
+			return float64(i)
+		}),
+		gauge("tollgate_budgets", "Budgets held.", counts(func(c fsm.Counts) int { return c.Budgets })),
+		gauge("tollgate_holds", "Active holds.", counts(func(c fsm.Counts) int { return c.Holds })),
+		gauge("tollgate_policies", "Rate-limit policies.", counts(func(c fsm.Counts) int { return c.Policies })),
+		gauge("tollgate_rate_keys", "Live rate-limit counters.", counts(func(c fsm.Counts) int { return c.RateKeys })),
+		gauge("tollgate_idempotency_entries", "Remembered request ids.", counts(func(c fsm.Counts) int { return c.IdempotencyEntries })),
+	)
+}

@@ -1,0 +1,137 @@
+// Package transport serves tollgate's API over Connect (Connect, gRPC,
+// gRPC-Web and JSON from the same handlers), with one error interceptor,
+// request size limits, health, reflection, metrics and graceful shutdown.
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
+)
+
+const (
+	// RequestBytesMax bounds a request body; larger ones are refused with
+	// ResourceExhausted before they are decoded.
+	RequestBytesMax = 4 << 20
+	// headerBytesMax bounds request headers.
+	headerBytesMax = 64 << 10
+	// readHeaderTimeout, readTimeout and idleTimeout keep slow or idle
+	// clients from holding connections forever.
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+)
+
+// Options configure the API handler.
+type Options struct {
+	Logger   *slog.Logger
+	Version  string
+	Gatherer prometheus.Gatherer
+	// Registerer receives the API's request metrics (nil: none).
+	Registerer prometheus.Registerer
+}
+
+// NewHandler returns the HTTP handler serving every service of n.
+func NewHandler(n Node, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	handlerOpts := []connect.HandlerOption{
+		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor(opts.Logger)),
+		connect.WithReadMaxBytes(RequestBytesMax),
+	}
+	mux := http.NewServeMux()
+	mux.Handle(tollgatev1connect.NewBudgetServiceHandler(&budgetHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewRateLimitServiceHandler(&rateLimitHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewClusterServiceHandler(&clusterHandler{node: n, version: opts.Version}, handlerOpts...))
+
+	services := []string{
+		tollgatev1connect.BudgetServiceName,
+		tollgatev1connect.RateLimitServiceName,
+		tollgatev1connect.ClusterServiceName,
+	}
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	if opts.Gatherer != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/healthz", healthz(n))
+	return http.MaxBytesHandler(mux, RequestBytesMax+headerBytesMax)
+}
+
+// healthz answers 200 while this node knows a leader (it can serve or
+// forward), 503 otherwise, with the node's Raft state as JSON.
+func healthz(n Node) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		st, err := n.Status(false)
+		body := map[string]any{"node_id": st.NodeID, "state": st.State, "leader_id": st.LeaderID, "applied_index": st.AppliedIndex}
+		code := http.StatusOK
+		if err != nil || st.LeaderID == "" {
+			code = http.StatusServiceUnavailable
+			body["status"] = "no leader"
+		} else {
+			body["status"] = "ok"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(body)
+	}
+}
+
+// Server is the API's HTTP server: HTTP/1.1 and h2c on one listener.
+type Server struct {
+	http *http.Server
+	ln   net.Listener
+}
+
+// Listen binds addr ("127.0.0.1:0" picks a port).
+func Listen(addr string, h http.Handler) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
+	return &Server{
+		ln: ln,
+		http: &http.Server{
+			Handler:           h,
+			Protocols:         &protocols,
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    headerBytesMax,
+		},
+	}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve blocks until Shutdown; it returns nil after a graceful shutdown.
+func (s *Server) Serve() error {
+	if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
