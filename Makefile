@@ -19,12 +19,14 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Whole-suite bound; `make test` must stay well under 15 minutes on 2 cores.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all run build test lint generate check-generate tools clean help
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all run build test lint generate check-generate tools deps clean help
 
 all: build
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-16s %s\n", $$1, $$2 }'
 
 run: build ## build and start a single dev node on :7070 (data in ./data)
 	$(BIN)/tollgate serve --dev
@@ -32,7 +34,7 @@ run: build ## build and start a single dev node on :7070 (data in ./data)
 build: ## build the static tollgate binary into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tollgate ./cmd/tollgate
 
-test: lint check-generate ## everything CI runs: lint, generated-code check, all tests with -race
+test: deps lint check-generate ## everything CI runs: lint, generated-code check, all tests with -race
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 lint: tools ## buf lint, gofmt, go vet, staticcheck
@@ -66,6 +68,10 @@ $(BIN)/.protoc-gen-connect-go-%:
 $(BIN)/.staticcheck-%:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$*
 	@touch $@
+
+deps: ## install gcc (the race detector needs cgo) with apt-get when missing
+	@command -v gcc >/dev/null || { echo "installing gcc for the race detector"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gcc; }
 
 clean: ## remove ./bin and the dev data dir
 	rm -rf $(BIN) ./data

@@ -52,7 +52,6 @@ type options struct {
 	noRetry  bool
 	timeout  time.Duration
 	newReqID func() string
-	httpOpts []connect.ClientOption
 }
 
 // Option configures a Client.

@@ -698,3 +698,108 @@ func TestLogTimeNeverGoesBack(t *testing.T) {
 		t.Fatalf("later entry applied at %d", out.NowMs)
 	}
 }
+
+// Reads and results hand out copies: changing them does not change the state.
+func TestViewsAreCopies(t *testing.T) {
+	h := newHarness(t)
+	s := spec("b", usd(t, "10"))
+	s.Thresholds = []uint32{50}
+	s.Period = fsm.PeriodDay
+	created := h.create(t0, s)
+	h.consume(t0, "b", usd(t, "6"))
+	h.consume(t0+dayMs, "b", usd(t, "6"))
+	before := h.hash()
+
+	created.Spec.Thresholds[0] = 99
+	b := h.budget(t0+dayMs, "b")
+	b.Spec.Thresholds[0] = 1
+	b.Crossed[0].Percent = 1
+	b.History[0].Thresholds[0] = 1
+	b.SpentMicros = 0
+	if h.hash() != before {
+		t.Fatal("changing a view changed the state")
+	}
+	if got := h.budget(t0+dayMs, "b"); got.Spec.Thresholds[0] != 50 || got.Crossed[0].Percent != 50 ||
+		got.History[0].Thresholds[0] != 50 || got.SpentMicros != usd(t, "6") {
+		t.Fatalf("budget after changing views: %+v", got)
+	}
+}
+
+// Rate-limit policies: create, read, list, update by mask, delete. (Checks
+// against them are tested with the algorithms.)
+func TestPolicyCRUD(t *testing.T) {
+	h := newHarness(t)
+	policy := fsm.PolicySpec{ID: "api", Algorithm: fsm.AlgorithmTokenBucket, Limit: 100, WindowMs: 60_000, Burst: 20,
+		Scales: []fsm.PriorityScale{{Priority: 1, Percent: 50}}}
+	p := h.ok(t0, &fsm.CreatePolicy{Tenant: tenant, Policy: policy}).Policy
+	want := &fsm.Policy{Tenant: tenant, Spec: policy, CreatedAtMs: t0, UpdatedAtMs: t0, Version: 1}
+	if !reflect.DeepEqual(p, want) {
+		t.Fatalf("create returned %+v, want %+v", p, want)
+	}
+	h.fail(t0, &fsm.CreatePolicy{Tenant: tenant, Policy: policy}, fsm.CodeAlreadyExists)
+	other := policy
+	other.ID = "zeta"
+	h.ok(t0, &fsm.CreatePolicy{Tenant: tenant, Policy: other})
+	other.ID = "beta"
+	h.ok(t0, &fsm.CreatePolicy{Tenant: tenant, Policy: other})
+	h.ok(t0, &fsm.CreatePolicy{Tenant: "globex", Policy: policy})
+
+	p.Spec.Scales[0].Percent = 1 // a copy
+	h.m.Read(t0, func(v fsm.View) error {
+		got, err := v.Policy(tenant, "api")
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("read %+v, %v", got, err)
+		}
+		if _, err := v.Policy(tenant, "nope"); !errors.Is(err, fsm.ErrNotFound) {
+			t.Errorf("read a missing policy: %v", err)
+		}
+		page, next := v.Policies(tenant, "", 2)
+		if len(page) != 2 || page[0].Spec.ID != "api" || page[1].Spec.ID != "beta" || next != "beta" {
+			t.Errorf("first page %+v next %q", page, next)
+		}
+		page, next = v.Policies(tenant, next, 2)
+		if len(page) != 1 || page[0].Spec.ID != "zeta" || next != "" {
+			t.Errorf("second page %+v next %q", page, next)
+		}
+		if c := v.Counts(); c.Policies != 4 || c.RateKeys != 0 {
+			t.Errorf("counts %+v", c)
+		}
+		return nil
+	})
+
+	// Only the masked fields change.
+	p = h.ok(t0+1, &fsm.UpdatePolicy{Tenant: tenant, Fields: fsm.UpdateLimit | fsm.UpdateScales,
+		Policy: fsm.PolicySpec{ID: "api", Algorithm: fsm.AlgorithmGCRA, Limit: 20_000, WindowMs: 1, Burst: 1}}).Policy
+	want.Spec.Limit, want.Spec.Scales, want.Version, want.UpdatedAtMs = 20_000, nil, 2, t0+1
+	if !reflect.DeepEqual(p, want) {
+		t.Fatalf("update returned %+v, want %+v", p, want)
+	}
+	// The merged spec is validated: a sliding log may not have this limit.
+	err := h.fail(t0+2, &fsm.UpdatePolicy{Tenant: tenant, Fields: fsm.UpdateAlgorithm,
+		Policy: fsm.PolicySpec{ID: "api", Algorithm: fsm.AlgorithmSlidingWindowLog}}, fsm.CodeInvalidArgument)
+	if !strings.Contains(err.Message, "policy.limit") {
+		t.Fatalf("merged validation: %v", err)
+	}
+	h.m.Read(t0+2, func(v fsm.View) error {
+		if got, _ := v.Policy(tenant, "api"); !reflect.DeepEqual(got, want) {
+			t.Errorf("a refused update changed the policy: %+v", got)
+		}
+		return nil
+	})
+	h.fail(t0+2, &fsm.UpdatePolicy{Tenant: tenant, Fields: fsm.UpdateLimit, Policy: fsm.PolicySpec{ID: "nope", Limit: 1}}, fsm.CodeNotFound)
+
+	r := h.ok(t0+3, &fsm.DeletePolicy{Tenant: tenant, PolicyID: "api"})
+	if r.Delete == nil || r.Delete.RemovedKeys != 0 {
+		t.Fatalf("delete: %+v", r)
+	}
+	h.fail(t0+3, &fsm.DeletePolicy{Tenant: tenant, PolicyID: "api"}, fsm.CodeNotFound)
+	h.m.Read(t0+3, func(v fsm.View) error {
+		if _, err := v.Policy(tenant, "api"); !errors.Is(err, fsm.ErrNotFound) {
+			t.Errorf("read a deleted policy: %v", err)
+		}
+		if _, err := v.Policy("globex", "api"); err != nil {
+			t.Errorf("the other tenant's policy: %v", err)
+		}
+		return nil
+	})
+}

@@ -88,6 +88,9 @@ func encodeMsgpack(buf *bytes.Buffer, v any) error {
 }
 
 func decodeMsgpack(b []byte, v any) error {
+	if err := checkMsgpackLengths(b); err != nil {
+		return err
+	}
 	r := bytes.NewReader(b)
 	dec := msgpack.GetDecoder()
 	defer msgpack.PutDecoder(dec)
@@ -159,4 +162,94 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("%d trailing bytes after %d commands", len(b), count)
 	}
 	return e, nil
+}
+
+// checkMsgpackLengths refuses msgpack whose array, map, string, binary or
+// extension headers declare more than the bytes that follow could hold.
+// msgpack v5.4.1 allocates a slice of the declared length before reading any
+// element (its sliceAllocLimit is never applied: vmihailenco/msgpack#401),
+// so five bytes could otherwise make a replica allocate tens of gigabytes.
+// Every element takes at least one byte, so valid input always passes. The
+// scan is linear and not recursive: a container contributes only its header.
+func checkMsgpackLengths(b []byte) error {
+	// be reads an n-byte big-endian length at b[i:].
+	be := func(i, n int) (uint64, bool) {
+		if i+n > len(b) {
+			return 0, false
+		}
+		var v uint64
+		for _, c := range b[i : i+n] {
+			v = v<<8 | uint64(c)
+		}
+		return v, true
+	}
+	for i := 0; i < len(b); {
+		c := b[i]
+		var header, lenBytes int // header bytes before the length; bytes of the length
+		var elems uint64         // declared container elements (map pairs count twice)
+		payload, extra := false, 0
+		switch {
+		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+			i++
+			continue
+		case c&0xf0 == 0x80: // fixmap
+			elems, header = 2*uint64(c&0x0f), 1
+		case c&0xf0 == 0x90: // fixarray
+			elems, header = uint64(c&0x0f), 1
+		case c&0xe0 == 0xa0: // fixstr
+			if i+1+int(c&0x1f) > len(b) {
+				return fmt.Errorf("msgpack string at byte %d runs past the end", i)
+			}
+			i += 1 + int(c&0x1f)
+			continue
+		case c >= 0xc4 && c <= 0xc6: // bin 8/16/32
+			lenBytes, payload = 1<<(c-0xc4), true
+		case c >= 0xc7 && c <= 0xc9: // ext 8/16/32: length, then a type byte
+			lenBytes, payload, extra = 1<<(c-0xc7), true, 1
+		case c >= 0xd9 && c <= 0xdb: // str 8/16/32
+			lenBytes, payload = 1<<(c-0xd9), true
+		case c == 0xca: // float32
+			i += 1 + 4
+			continue
+		case c == 0xcb: // float64
+			i += 1 + 8
+			continue
+		case c >= 0xcc && c <= 0xcf: // uint 8/16/32/64
+			i += 1 + 1<<(c-0xcc)
+			continue
+		case c >= 0xd0 && c <= 0xd3: // int 8/16/32/64
+			i += 1 + 1<<(c-0xd0)
+			continue
+		case c >= 0xd4 && c <= 0xd8: // fixext 1/2/4/8/16: type byte, data
+			i += 2 + 1<<(c-0xd4)
+			continue
+		case c == 0xdc || c == 0xdd: // array 16/32
+			n, ok := be(i+1, 2<<(c-0xdc))
+			if !ok {
+				return fmt.Errorf("msgpack array header at byte %d runs past the end", i)
+			}
+			elems, header = n, 1+2<<(c-0xdc)
+		case c == 0xde || c == 0xdf: // map 16/32
+			n, ok := be(i+1, 2<<(c-0xde))
+			if !ok {
+				return fmt.Errorf("msgpack map header at byte %d runs past the end", i)
+			}
+			elems, header = 2*n, 1+2<<(c-0xde)
+		default: // 0xc1 is never used
+			return fmt.Errorf("invalid msgpack code 0x%x at byte %d", c, i)
+		}
+		if payload {
+			n, ok := be(i+1, lenBytes)
+			if !ok || n+uint64(extra) > uint64(len(b)-i-1-lenBytes) {
+				return fmt.Errorf("msgpack value at byte %d is longer than the input", i)
+			}
+			i += 1 + lenBytes + extra + int(n)
+			continue
+		}
+		i += header
+		if elems > uint64(len(b)-i) {
+			return fmt.Errorf("msgpack container at byte %d declares %d elements in %d bytes", i-header, elems, len(b)-i)
+		}
+	}
+	return nil
 }

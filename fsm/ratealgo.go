@@ -124,6 +124,8 @@ func rateCheck(s *rateState, p rateParams, nowMs, cost int64) rateDecision {
 	rateAssert(nowMs >= 0, "negative log time")
 	rateAssert(cost >= 1 && cost <= RateLimitMax, "cost out of range")
 	rateAssert(s.WindowMs == p.WindowMs, "state not adapted to the policy's window")
+	// Every state is checked before use, which also covers what the
+	// previous check or adapt left.
 	algo.checkInvariants(s, p)
 	// Should log time ever step back, the state stays at the time it has
 	// reached: no refill is undone and none is granted twice.
@@ -146,7 +148,6 @@ func rateCheck(s *rateState, p rateParams, nowMs, cost int64) rateDecision {
 	d.Remaining = rateAvailable(algo, s, p, atMs, effective)
 	s.ExpiresAtMs = algo.freshAtMs(s, p, atMs)
 	d.ResetAfterMs = max(0, satSub(s.ExpiresAtMs, nowMs))
-	algo.checkInvariants(s, p)
 	return d
 }
 

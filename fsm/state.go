@@ -161,7 +161,7 @@ type state struct {
 	// Per-tenant indexes for listing: tenant -> id -> object.
 	tenantBudgets  map[string]map[string]*Budget
 	tenantPolicies map[string]map[string]*Policy
-	rateKeys int // live counters across all policies
+	rateKeys       int // live counters across all policies
 
 	holdExpiries expiryHeap[holdExpiry]
 	rateExpiries expiryHeap[rateExpiry]

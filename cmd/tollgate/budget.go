@@ -89,10 +89,10 @@ utilization percentages recorded once per period when crossed. A budget with
 	fl := cmd.Flags()
 	fl.StringVar(&budget.Amount, "amount", "", `the budget per period, a decimal string such as "1000.00" (required)`)
 	fl.StringVar(&budget.Currency, "currency", "", `ISO 4217 code such as "USD" (required)`)
-	fl.Var(&period, "period", "how often the budget starts again")
+	enumVar(fl, &period, "period", "how often the budget starts again")
 	fl.Var(&customPeriod, "custom-period", `with --period custom: its length, at least 1s (e.g. "36h")`)
 	fl.StringVar(&budget.Timezone, "timezone", "", `IANA timezone periods are aligned in (default "UTC")`)
-	fl.Var(&enforcement, "enforcement", "what happens to spend that does not fit")
+	enumVar(fl, &enforcement, "enforcement", "what happens to spend that does not fit")
 	fl.Var(&thresholds, "thresholds", "utilization percentages to record when crossed, e.g. 50,80,100")
 	fl.StringVar(&budget.ParentId, "parent", "", "parent budget every spend must also fit")
 	addRequestIDFlag(cmd, &requestID)
@@ -217,7 +217,7 @@ thresholds. The new amount applies to the current period at once.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&budget.Amount, "amount", "", `new budget per period, a decimal string such as "1500.00"`)
-	fl.Var(&enforcement, "enforcement", "new enforcement")
+	enumVar(fl, &enforcement, "enforcement", "new enforcement")
 	fl.Var(&thresholds, "thresholds", `new utilization percentages, e.g. 50,80,100 ("" for none)`)
 	addRequestIDFlag(cmd, &requestID)
 	return cmd

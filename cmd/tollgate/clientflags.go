@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/tollgate/tollgate/client"
@@ -83,7 +84,7 @@ type readFlags struct {
 
 func addReadFlags(cmd *cobra.Command) *readFlags {
 	rf := &readFlags{consistency: enumFlag[tollgatev1.Consistency]{value: tollgatev1.Consistency_CONSISTENCY_LINEARIZABLE}}
-	cmd.Flags().Var(&rf.consistency, "consistency", "read level: linearizable (sees every acknowledged write), leader (leader's state, no quorum round) or stale (any node)")
+	enumVar(cmd.Flags(), &rf.consistency, "consistency", "read level (linearizable sees every acknowledged write; leader skips the quorum round; stale reads any node)")
 	cmd.Flags().Var(&rf.maxStaleness, "max-staleness", "with --consistency stale: fail rather than answer from a state older than this")
 	return rf
 }
@@ -169,10 +170,8 @@ func requireFlags(cmd *cobra.Command, names ...string) error {
 }
 
 func usageErrorf(cmd *cobra.Command, format string, args ...any) error {
-	return &exitError{
-		code: exitUsage,
-		msg:  fmt.Sprintf("error: "+format+"\nRun '%s --help' for usage.", append(args, cmd.CommandPath())...),
-	}
+	msg := fmt.Sprintf(format, args...)
+	return &exitError{code: exitUsage, msg: fmt.Sprintf("error: %s\nRun '%s --help' for usage.", msg, cmd.CommandPath())}
 }
 
 // apiError reports a failed call as "error: <connect code>: <message>". The
@@ -328,7 +327,16 @@ func (f *enumFlag[E]) Set(s string) error {
 	return fmt.Errorf("want one of %s", strings.Join(enumWords[E](), ", "))
 }
 
-func (f *enumFlag[E]) Type() string { return strings.Join(enumWords[E](), "|") }
+// Type names the enum ("period", "algorithm"); enumVar lists the words.
+func (f *enumFlag[E]) Type() string {
+	var zero E
+	return strings.ToLower(string(zero.Descriptor().Name()))
+}
+
+// enumVar defines an enum flag whose usage ends with the valid words.
+func enumVar[E protoEnum](fl *pflag.FlagSet, f *enumFlag[E], name, usage string) {
+	fl.Var(f, name, usage+": "+strings.Join(enumWords[E](), ", "))
+}
 
 // durationText is a flag holding a Go duration ("30s", "36h") as typed: the
 // server checks ranges and its messages then quote the user's own text.
