@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,8 @@ type Config struct {
 	Bootstrap         bool
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	// ElectionTimeout (default 1s); see node.Config.
+	ElectionTimeout time.Duration
 	// RaftLogLevel is hashicorp/raft's log level (default "error").
 	RaftLogLevel string
 	Version      string
@@ -46,7 +49,9 @@ type Server struct {
 	api     *transport.Server
 	apiAddr string
 	served  chan error
-	log     *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the data dir, starts Raft and serves the API. It returns once
@@ -81,6 +86,7 @@ func Start(cfg Config) (*Server, error) {
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
 		RaftLogLevel:      cfg.RaftLogLevel,
+		ElectionTimeout:   cfg.ElectionTimeout,
 		Clock:             cfg.Clock,
 		Logger:            cfg.Logger,
 		Registerer:        reg,
@@ -90,7 +96,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	lazy.set(n)
-	s := &Server{Node: n, api: api, apiAddr: api.Addr(), served: make(chan error, 1), log: cfg.Logger}
+	s := &Server{Node: n, api: api, apiAddr: api.Addr(), served: make(chan error, 1)}
 	go func() { s.served <- api.Serve() }()
 	return s, nil
 }
@@ -103,10 +109,14 @@ func (s *Server) WaitLeader(ctx context.Context) error { return s.Node.WaitLeade
 
 // Close drains the API (in-flight requests finish, up to ctx) and stops the
 // node.
+// Calling it again returns the first result.
 func (s *Server) Close(ctx context.Context) error {
-	apiErr := s.api.Shutdown(ctx)
-	if err := <-s.served; err != nil && apiErr == nil {
-		apiErr = err
-	}
-	return errors.Join(apiErr, s.Node.Shutdown())
+	s.closeOnce.Do(func() {
+		apiErr := s.api.Shutdown(ctx)
+		if err := <-s.served; err != nil && apiErr == nil {
+			apiErr = err
+		}
+		s.closeErr = errors.Join(apiErr, s.Node.Shutdown())
+	})
+	return s.closeErr
 }

@@ -420,6 +420,27 @@ func (s *state) release(ctx applyCtx, c *Release) Result {
 	}}
 }
 
+// expiredHolds returns the live holds whose expiry is at or before nowMs
+// without changing anything (for reads). It walks only the part of the heap
+// at or before nowMs: a node later than nowMs has no earlier descendants.
+func (s *state) expiredHolds(nowMs int64) []*Hold {
+	var out []*Hold
+	items := s.holdExpiries.items
+	stack := []int{0}
+	for len(stack) > 0 {
+		i := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if i >= len(items) || items[i].atMs > nowMs {
+			continue
+		}
+		if h := items[i].hold; s.holds[objectKey{h.Tenant, h.ID}] == h {
+			out = append(out, h)
+		}
+		stack = append(stack, 2*i+1, 2*i+2)
+	}
+	return out
+}
+
 // expireHolds releases every hold whose expiry is at or before nowMs.
 func (s *state) expireHolds(nowMs int64) {
 	for s.holdExpiries.Len() > 0 && s.holdExpiries.Peek().atMs <= nowMs {

@@ -311,3 +311,30 @@ func TestCommitAfterThePeriodRolled(t *testing.T) {
 		t.Fatalf("history %+v", b.History)
 	}
 }
+
+// Reads see expired holds as released, like the next entry would: a dry run
+// at the expiry agrees with the consume that follows it.
+func TestReadsReleaseExpiredHolds(t *testing.T) {
+	h := newHarness(t)
+	newFamily(t, h)
+	hold := h.spend(t0, reserve("team-a", usd(t, "5"), fsm.HoldTTLMinMs))
+	expires := hold.HoldExpiresAtMs
+	for _, id := range []string{"org", "team-a"} {
+		if b := h.budget(expires-1, id); b.HeldMicros != usd(t, "5") {
+			t.Fatalf("%s holds %d before the expiry, want 5", id, b.HeldMicros)
+		}
+	}
+	for _, id := range []string{"org", "team-a"} {
+		b := h.budget(expires, id)
+		if b.HeldMicros != 0 || (id == "team-a" && b.ActiveHolds != 0) {
+			t.Fatalf("%s read at the expiry: held %d, %d active holds; want both 0", id, b.HeldMicros, b.ActiveHolds)
+		}
+	}
+	if b := h.budget(expires, "team-b"); b.HeldMicros != 0 {
+		t.Fatalf("team-b (not an ancestor) holds %d", b.HeldMicros)
+	}
+	// The state itself is unchanged until an entry applies the expiry.
+	if b := h.budget(expires-1, "team-a"); b.ActiveHolds != 1 {
+		t.Fatalf("reading changed the state: %d active holds", b.ActiveHolds)
+	}
+}

@@ -29,15 +29,37 @@ func (v View) AppliedIndex() uint64 { return v.s.lastIndex }
 // NowMs is the time the view evaluates periods at.
 func (v View) NowMs() int64 { return v.nowMs }
 
-// Budget returns a copy of a budget rolled to the view's time.
+// Budget returns a copy of a budget as the next entry stamped at the view's
+// time would see it: period rolled, expired holds released.
 func (v View) Budget(tenant, id string) (*Budget, error) {
 	b := v.s.budgets[objectKey{tenant, id}]
 	if b == nil {
 		return nil, budgetNotFound(tenant, id).Err
 	}
+	return v.project(b, v.s.expiredHolds(v.nowMs)), nil
+}
+
+// project copies b and applies to the copy what the next entry at the view's
+// time would do before any command: roll the period and release the expired
+// holds on b or its descendants.
+func (v View) project(b *Budget, expired []*Hold) *Budget {
 	c := b.clone()
 	rollPeriod(c, v.nowMs)
-	return c, nil
+	for _, h := range expired {
+		holder := v.s.budgets[objectKey{h.Tenant, h.BudgetID}]
+		if h.Tenant != b.Tenant {
+			continue
+		}
+		if holder == b {
+			c.ActiveHolds--
+		}
+		for _, x := range v.s.chain(holder) {
+			if x == b {
+				c.HeldMicros -= h.AmountMicros
+			}
+		}
+	}
+	return c
 }
 
 // Budgets lists a tenant's budgets in id order, starting after afterID, at
@@ -45,13 +67,12 @@ func (v View) Budget(tenant, id string) (*Budget, error) {
 func (v View) Budgets(tenant, afterID string, limit int) (page []*Budget, next string) {
 	ids := sortedKeys(v.s.tenantBudgets[tenant], afterID)
 	limit = min(max(limit, 1), ListPageMax)
+	expired := v.s.expiredHolds(v.nowMs)
 	for i, id := range ids {
 		if i == limit {
 			return page, page[len(page)-1].Spec.ID
 		}
-		c := v.s.tenantBudgets[tenant][id].clone()
-		rollPeriod(c, v.nowMs)
-		page = append(page, c)
+		page = append(page, v.project(v.s.tenantBudgets[tenant][id], expired))
 	}
 	return page, ""
 }
@@ -67,8 +88,9 @@ func (v View) CheckBudget(tenant, id string, amountMicros int64) (*SpendResult, 
 		return nil, budgetNotFound(tenant, id).Err
 	}
 	var chain []*Budget
+	expired := v.s.expiredHolds(v.nowMs)
 	for _, x := range v.s.chain(b) {
-		chain = append(chain, x.clone())
+		chain = append(chain, v.project(x, expired))
 	}
 	f := checkFit(chain, amountMicros, v.nowMs)
 	if f.overflow {

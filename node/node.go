@@ -47,6 +47,10 @@ type Config struct {
 	// TrailingLogs is how many entries are kept after a snapshot (default
 	// 10240) so a lagging follower can catch up without a snapshot install.
 	TrailingLogs uint64
+	// ElectionTimeout is how long a follower waits without hearing from a
+	// leader before it starts an election (default 1s); the leader lease is
+	// half of it. Tests on loopback use less.
+	ElectionTimeout time.Duration
 	// RaftLogLevel is hashicorp/raft's log level: "error" (default), "warn",
 	// "info", "debug" or "trace".
 	RaftLogLevel string
@@ -81,6 +85,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RaftAddr == "" {
 		return errors.New("node: RaftAddr is required")
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = time.Second
+	}
+	if c.ElectionTimeout < 50*time.Millisecond {
+		return errors.New("node: ElectionTimeout must be at least 50ms")
 	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
@@ -165,15 +175,16 @@ func (n *Node) startRaft() error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.NodeID)
 	rc.ProtocolVersion = raft.ProtocolVersionMax
-	// Timeouts: a follower starts an election after ~1s without a leader; a
-	// leader steps down when it cannot reach a quorum for 500ms, which bounds
-	// how long a deposed leader may serve LEADER reads.
-	rc.HeartbeatTimeout = 1000 * time.Millisecond
-	rc.ElectionTimeout = 1000 * time.Millisecond
-	rc.LeaderLeaseTimeout = 500 * time.Millisecond
+	// Timeouts: a follower starts an election after ElectionTimeout (1s by
+	// default) without a leader; a leader steps down when it cannot reach a
+	// quorum for half of that, which bounds how long a deposed leader may
+	// serve LEADER reads.
+	rc.HeartbeatTimeout = n.cfg.ElectionTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.ElectionTimeout / 2
 	// CommitTimeout: heartbeat cadence when idle, so followers learn the
 	// commit index promptly.
-	rc.CommitTimeout = 50 * time.Millisecond
+	rc.CommitTimeout = min(50*time.Millisecond, n.cfg.ElectionTimeout/4)
 	// Up to 256 entries per AppendEntries, and the apply channel buffered to
 	// that size so Raft writes a whole batch with one fsync.
 	rc.MaxAppendEntries = 256

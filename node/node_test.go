@@ -13,7 +13,8 @@ import (
 // mustNewNode starts a one-voter node on loopback in dir (fresh or reused).
 func mustNewNode(t *testing.T, dir string, mutate ...func(*Config)) *Node {
 	t.Helper()
-	cfg := Config{NodeID: "n1", DataDir: dir, RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:7070", Bootstrap: true}
+	cfg := Config{NodeID: "n1", DataDir: dir, RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:7070", Bootstrap: true,
+		ElectionTimeout: 150 * time.Millisecond}
 	for _, m := range mutate {
 		m(&cfg)
 	}

@@ -63,8 +63,11 @@ func StartServer(t testing.TB, opts Options) *embed.Server {
 		Bootstrap:         true,
 		SnapshotThreshold: opts.SnapshotThreshold,
 		Clock:             opts.Clock,
-		Logger:            opts.Logger,
-		Version:           "test",
+		// One node on loopback: no reason to wait a second for the first
+		// election.
+		ElectionTimeout: 150 * time.Millisecond,
+		Logger:          opts.Logger,
+		Version:         "test",
 	})
 	if err != nil {
 		t.Fatalf("tollgatetest: start node: %v", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -38,23 +37,11 @@ func runCLI(t *testing.T, args ...string) cliResult {
 	root.SetArgs(args)
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
-	code, msg := cliExitStatus(root.Execute())
+	code, msg := exitStatus(root.Execute())
 	if msg != "" {
 		stderr.WriteString(msg + "\n")
 	}
 	return cliResult{code: code, stdout: stdout.String(), stderr: stderr.String()}
-}
-
-// cliExitStatus is main's mapping of an error to an exit code and message.
-func cliExitStatus(err error) (int, string) {
-	if err == nil {
-		return 0, ""
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code, ee.msg
-	}
-	return 1, "error: " + err.Error()
 }
 
 // TestCLI runs every client test against one node, one tenant per test so

@@ -30,20 +30,27 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func main() {
-	root := newRootCommand()
-	err := root.Execute()
+	code, msg := exitStatus(newRootCommand().Execute())
+	if msg != "" {
+		fmt.Fprintln(os.Stderr, msg)
+	}
+	os.Exit(code)
+}
+
+// exitStatus maps what a command returned to the process's exit code and
+// message: 0 ok, 1 error, 2 usage error, 3 denied (see DESIGN.md).
+func exitStatus(err error) (int, string) {
 	if err == nil {
-		return
+		return 0, ""
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
-		if ee.msg != "" {
-			fmt.Fprintln(os.Stderr, ee.msg)
-		}
-		os.Exit(ee.code)
+		return ee.code, ee.msg
 	}
-	fmt.Fprintln(os.Stderr, "error:", err)
-	os.Exit(1)
+	if strings.HasPrefix(err.Error(), "unknown command ") {
+		return 2, "error: " + err.Error() + "\nRun 'tollgate --help' for usage."
+	}
+	return 1, "error: " + err.Error()
 }
 
 func newRootCommand() *cobra.Command {
@@ -56,9 +63,12 @@ agreed order, whether work may spend from a budget or a rate limit.
 Run a node with 'tollgate serve' ('tollgate serve --dev' for a local single
 node). The other commands talk to a running node at --addr.
 
-Every flag can also be set with an environment variable: TOLLGATE_ followed by
+Every flag of 'serve', and the client flags --addr, --tenant, --output and
+--timeout, can also be set with an environment variable: TOLLGATE_ followed by
 the flag name in upper case with '-' as '_' (e.g. TOLLGATE_DATA_DIR,
-TOLLGATE_ADDR, TOLLGATE_TENANT). A flag on the command line wins.`,
+TOLLGATE_ADDR, TOLLGATE_TENANT). A flag on the command line wins. Flags that
+name one request (--amount, --request-id, ...) never come from the
+environment.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -66,6 +76,7 @@ TOLLGATE_ADDR, TOLLGATE_TENANT). A flag on the command line wins.`,
 			return applyEnv(cmd)
 		},
 	}
+	withUsageErrors(root) // flag errors anywhere are usage errors (exit 2)
 	root.AddCommand(newServeCommand())
 	for _, add := range clientCommands {
 		root.AddCommand(add())
@@ -77,17 +88,23 @@ TOLLGATE_ADDR, TOLLGATE_TENANT). A flag on the command line wins.`,
 // registered by their files.
 var clientCommands []func() *cobra.Command
 
-// applyEnv sets every flag not given on the command line from TOLLGATE_<NAME>.
+// envClientFlags are the client flags the environment may set; the flags of
+// one request (amount, request id, key...) must never leak in from it.
+var envClientFlags = map[string]bool{"addr": true, "tenant": true, "output": true, "timeout": true}
+
+// applyEnv sets flags not given on the command line from TOLLGATE_<NAME>: all
+// of serve's, and the client flags in envClientFlags.
 func applyEnv(cmd *cobra.Command) error {
 	var firstErr error
+	isServe := cmd.Name() == "serve"
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || firstErr != nil {
+		if f.Changed || firstErr != nil || (!isServe && !envClientFlags[f.Name]) {
 			return
 		}
 		name := "TOLLGATE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(name); ok {
 			if err := cmd.Flags().Set(f.Name, v); err != nil {
-				firstErr = fmt.Errorf("environment %s=%q: %w", name, v, err)
+				firstErr = &exitError{code: 2, msg: fmt.Sprintf("error: environment %s=%q: %v", name, v, err)}
 			}
 		}
 	})

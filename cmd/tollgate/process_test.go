@@ -102,18 +102,32 @@ func startProc(t *testing.T, dir string, args ...string) *proc {
 	return p
 }
 
+// poll checks cond every interval until it holds or timeout passes.
+func poll(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
 // waitReady polls a linearizable read until the node serves it.
 func (p *proc) waitReady(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	ready := poll(30*time.Second, 20*time.Millisecond, func() bool {
 		code, _ := p.post(t, "BudgetService/ListBudgets", `{"tenant":"probe"}`)
-		if code == http.StatusOK {
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+		return code == http.StatusOK
+	})
+	if !ready {
+		t.Fatal("node did not become ready")
 	}
-	t.Fatal("node did not become ready")
 }
 
 func (p *proc) post(t *testing.T, procedure, body string) (int, map[string]any) {
@@ -212,15 +226,12 @@ func TestSIGKILLKeepsAcknowledgedConsumes(t *testing.T) {
 		}()
 	}
 	// Let some consumes be acknowledged, then kill -9 with others in flight.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	if !poll(20*time.Second, 5*time.Millisecond, func() bool {
 		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 300 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+		defer mu.Unlock()
+		return len(acked) >= 300
+	}) {
+		t.Fatal("fewer than 300 consumes acknowledged in 20s")
 	}
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	close(stopAt)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -116,7 +117,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		mode = "dev node (single node, NO AUTHENTICATION)"
 	}
 	fmt.Fprintf(out, "tollgate %s %s %q\n", version, mode, f.nodeID)
-	fmt.Fprintf(out, "  API   http://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", s.APIAddr())
+	fmt.Fprintf(out, "  API   http://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", displayAddr(s.APIAddr()))
 	fmt.Fprintf(out, "  Raft  %s\n", s.Node.RaftAddr())
 	fmt.Fprintf(out, "  data  %s\n", f.dataDir)
 	fmt.Fprintf(out, "try:  curl -s localhost%s/tollgate.v1.ClusterService/Status -H 'content-type: application/json' -d '{}'\n", portOf(s.APIAddr()))
@@ -133,6 +134,19 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
 	return s.Close(sctx)
+}
+
+// displayAddr shows a wildcard bind address as localhost, which is where a
+// user on this machine reaches it.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort("localhost", port) + " (all interfaces)"
+	}
+	return addr
 }
 
 func portOf(addr string) string {
