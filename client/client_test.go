@@ -10,9 +10,9 @@ import (
 
 	"connectrpc.com/connect"
 
-	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/client"
 	"github.com/tollgate/tollgate/fsm"
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/node"
 	"github.com/tollgate/tollgate/tollgatetest"
 	"github.com/tollgate/tollgate/transport"
