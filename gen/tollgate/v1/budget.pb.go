@@ -1451,8 +1451,9 @@ type ConsumeRequest struct {
 	Tenant   string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	BudgetId string                 `protobuf:"bytes,2,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
 	Amount   string                 `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
-	// Idempotency key: a retry with the same id returns the first reply and
-	// never charges twice. Max 128 bytes.
+	// Idempotency key: a retry with the same id (within 10 minutes) returns the
+	// first reply, errors included, and never charges twice; the same id with
+	// different parameters is FAILED_PRECONDITION. Max 128 printable bytes.
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

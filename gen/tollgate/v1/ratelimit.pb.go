@@ -158,7 +158,9 @@ type Policy struct {
 	Limit int64 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Go duration, 1ms to 366 days.
 	Window string `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
-	// Bucket capacity (TOKEN_BUCKET, LEAKY_BUCKET, GCRA); default limit.
+	// Bucket capacity (TOKEN_BUCKET, LEAKY_BUCKET, GCRA); 0 means "the same as
+	// limit" when the policy is created (or when an update replaces burst).
+	// An update of limit alone keeps the stored burst.
 	Burst          int64            `protobuf:"varint,5,opt,name=burst,proto3" json:"burst,omitempty"`
 	PriorityScales []*PriorityScale `protobuf:"bytes,6,rep,name=priority_scales,json=priorityScales,proto3" json:"priority_scales,omitempty"`
 	// Output only.

@@ -79,9 +79,12 @@ type BudgetServiceClient interface {
 	ConsumeBatch(context.Context, *connect.Request[v1.ConsumeBatchRequest]) (*connect.Response[v1.ConsumeBatchResponse], error)
 	// Reserve puts a hold on an amount for a time to live.
 	Reserve(context.Context, *connect.Request[v1.ReserveRequest]) (*connect.Response[v1.ReserveResponse], error)
-	// Commit turns a hold into a charge of the actual amount.
+	// Commit turns a hold into a charge of the actual amount. A hold that
+	// expired or was already committed or released is a decision, not an
+	// error: allowed=false with DENY_REASON_HOLD_NOT_ACTIVE.
 	Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error)
-	// Release drops a hold without charging.
+	// Release drops a hold without charging. A hold that is not active is
+	// NOT_FOUND.
 	Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
 }
 
@@ -255,9 +258,12 @@ type BudgetServiceHandler interface {
 	ConsumeBatch(context.Context, *connect.Request[v1.ConsumeBatchRequest]) (*connect.Response[v1.ConsumeBatchResponse], error)
 	// Reserve puts a hold on an amount for a time to live.
 	Reserve(context.Context, *connect.Request[v1.ReserveRequest]) (*connect.Response[v1.ReserveResponse], error)
-	// Commit turns a hold into a charge of the actual amount.
+	// Commit turns a hold into a charge of the actual amount. A hold that
+	// expired or was already committed or released is a decision, not an
+	// error: allowed=false with DENY_REASON_HOLD_NOT_ACTIVE.
 	Commit(context.Context, *connect.Request[v1.CommitRequest]) (*connect.Response[v1.CommitResponse], error)
-	// Release drops a hold without charging.
+	// Release drops a hold without charging. A hold that is not active is
+	// NOT_FOUND.
 	Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
 }
 
