@@ -159,8 +159,8 @@ type state struct {
 	holds    map[objectKey]*Hold
 	policies map[objectKey]*Policy
 	// Per-tenant indexes for listing: tenant -> id -> object.
-	tenantBudgets  map[string]map[string]*Budget
-	tenantPolicies map[string]map[string]*Policy
+	tenantBudgets  tenantIndex[*Budget]
+	tenantPolicies tenantIndex[*Policy]
 	rateKeys       int // live counters across all policies
 
 	holdExpiries expiryHeap[holdExpiry]
@@ -174,8 +174,8 @@ func newState() *state {
 		holds:    map[objectKey]*Hold{},
 		policies: map[objectKey]*Policy{},
 
-		tenantBudgets:  map[string]map[string]*Budget{},
-		tenantPolicies: map[string]map[string]*Policy{},
+		tenantBudgets:  tenantIndex[*Budget]{},
+		tenantPolicies: tenantIndex[*Policy]{},
 		holdExpiries: expiryHeap[holdExpiry]{less: func(a, b holdExpiry) bool {
 			if a.atMs != b.atMs {
 				return a.atMs < b.atMs
@@ -199,38 +199,41 @@ func newState() *state {
 	}
 }
 
+// tenantIndex lists one kind of object per tenant: tenant -> id -> object.
+type tenantIndex[T any] map[string]map[string]T
+
+func (ix tenantIndex[T]) put(tenant, id string, v T) {
+	ids := ix[tenant]
+	if ids == nil {
+		ids = map[string]T{}
+		ix[tenant] = ids
+	}
+	ids[id] = v
+}
+
+func (ix tenantIndex[T]) remove(tenant, id string) {
+	delete(ix[tenant], id)
+	if len(ix[tenant]) == 0 {
+		delete(ix, tenant)
+	}
+}
+
 func (s *state) putBudget(b *Budget) {
 	s.budgets[objectKey{b.Tenant, b.Spec.ID}] = b
-	ids := s.tenantBudgets[b.Tenant]
-	if ids == nil {
-		ids = map[string]*Budget{}
-		s.tenantBudgets[b.Tenant] = ids
-	}
-	ids[b.Spec.ID] = b
+	s.tenantBudgets.put(b.Tenant, b.Spec.ID, b)
 }
 
 func (s *state) removeBudget(b *Budget) {
 	delete(s.budgets, objectKey{b.Tenant, b.Spec.ID})
-	delete(s.tenantBudgets[b.Tenant], b.Spec.ID)
-	if len(s.tenantBudgets[b.Tenant]) == 0 {
-		delete(s.tenantBudgets, b.Tenant)
-	}
+	s.tenantBudgets.remove(b.Tenant, b.Spec.ID)
 }
 
 func (s *state) putPolicy(p *Policy) {
 	s.policies[objectKey{p.Tenant, p.Spec.ID}] = p
-	ids := s.tenantPolicies[p.Tenant]
-	if ids == nil {
-		ids = map[string]*Policy{}
-		s.tenantPolicies[p.Tenant] = ids
-	}
-	ids[p.Spec.ID] = p
+	s.tenantPolicies.put(p.Tenant, p.Spec.ID, p)
 }
 
 func (s *state) removePolicy(p *Policy) {
 	delete(s.policies, objectKey{p.Tenant, p.Spec.ID})
-	delete(s.tenantPolicies[p.Tenant], p.Spec.ID)
-	if len(s.tenantPolicies[p.Tenant]) == 0 {
-		delete(s.tenantPolicies, p.Tenant)
-	}
+	s.tenantPolicies.remove(p.Tenant, p.Spec.ID)
 }

@@ -103,25 +103,14 @@ func (h *budgetHandler) GetBudget(ctx context.Context, req *connect.Request[toll
 }
 
 func (h *budgetHandler) ListBudgets(ctx context.Context, req *connect.Request[tollgatev1.ListBudgetsRequest]) (*connect.Response[tollgatev1.ListBudgetsResponse], error) {
-	if err := fsm.ValidateID("tenant", req.Msg.Tenant); err != nil {
-		return nil, err
-	}
-	size, err := pageSize(req.Msg.PageSize)
-	if err != nil {
-		return nil, err
-	}
-	after, err := decodePageToken(req.Msg.PageToken)
-	if err != nil {
-		return nil, err
-	}
-	level, maxStale, err := readLevel(req.Msg.Consistency, req.Msg.MaxStaleness)
+	lp, err := parseList(req.Msg.Tenant, req.Msg.PageSize, req.Msg.PageToken, req.Msg.Consistency, req.Msg.MaxStaleness)
 	if err != nil {
 		return nil, err
 	}
 	var page []*fsm.Budget
 	var next string
-	info, err := h.node.Read(ctx, level, maxStale, func(v fsm.View) error {
-		page, next = v.Budgets(req.Msg.Tenant, after, size)
+	info, err := h.node.Read(ctx, lp.level, lp.maxStale, func(v fsm.View) error {
+		page, next = v.Budgets(req.Msg.Tenant, lp.after, lp.size)
 		return nil
 	})
 	if err != nil {

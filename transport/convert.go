@@ -131,6 +131,30 @@ func encodePageToken(afterID string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + afterID))
 }
 
+// listParams are the common fields of a list request, checked.
+type listParams struct {
+	after    string
+	size     int
+	level    node.Consistency
+	maxStale time.Duration
+}
+
+func parseList(tenant string, pageSizeN uint32, pageToken string, c tollgatev1.Consistency, maxStaleness string) (listParams, error) {
+	var lp listParams
+	if err := fsm.ValidateID("tenant", tenant); err != nil {
+		return lp, err
+	}
+	var err error
+	if lp.size, err = pageSize(pageSizeN); err != nil {
+		return lp, err
+	}
+	if lp.after, err = decodePageToken(pageToken); err != nil {
+		return lp, err
+	}
+	lp.level, lp.maxStale, err = readLevel(c, maxStaleness)
+	return lp, err
+}
+
 func pageSize(n uint32) (int, error) {
 	switch {
 	case n == 0:

@@ -81,25 +81,14 @@ func (h *rateLimitHandler) GetPolicy(ctx context.Context, req *connect.Request[t
 }
 
 func (h *rateLimitHandler) ListPolicies(ctx context.Context, req *connect.Request[tollgatev1.ListPoliciesRequest]) (*connect.Response[tollgatev1.ListPoliciesResponse], error) {
-	if err := fsm.ValidateID("tenant", req.Msg.Tenant); err != nil {
-		return nil, err
-	}
-	size, err := pageSize(req.Msg.PageSize)
-	if err != nil {
-		return nil, err
-	}
-	after, err := decodePageToken(req.Msg.PageToken)
-	if err != nil {
-		return nil, err
-	}
-	level, maxStale, err := readLevel(req.Msg.Consistency, req.Msg.MaxStaleness)
+	lp, err := parseList(req.Msg.Tenant, req.Msg.PageSize, req.Msg.PageToken, req.Msg.Consistency, req.Msg.MaxStaleness)
 	if err != nil {
 		return nil, err
 	}
 	var page []*fsm.Policy
 	var next string
-	info, err := h.node.Read(ctx, level, maxStale, func(v fsm.View) error {
-		page, next = v.Policies(req.Msg.Tenant, after, size)
+	info, err := h.node.Read(ctx, lp.level, lp.maxStale, func(v fsm.View) error {
+		page, next = v.Policies(req.Msg.Tenant, lp.after, lp.size)
 		return nil
 	})
 	if err != nil {
