@@ -21,8 +21,9 @@ import (
 // follower is a server whose node is never the leader and names the real
 // leader in its errors, as a follower without forwarding does.
 type follower struct {
-	leaderAddr string
-	calls      atomic.Int64
+	transport.Node // the methods these tests never reach
+	leaderAddr     string
+	calls          atomic.Int64
 }
 
 func (f *follower) notLeader() error {
@@ -38,7 +39,9 @@ func (f *follower) Read(context.Context, node.Consistency, time.Duration, func(f
 	return node.ReadInfo{}, f.notLeader()
 }
 
-func (f *follower) Status(bool) (node.Status, error) { return node.Status{}, f.notLeader() }
+func (f *follower) Status(context.Context, node.StatusOptions) (node.Status, error) {
+	return node.Status{}, f.notLeader()
+}
 
 func serve(t *testing.T, h http.Handler) string {
 	t.Helper()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -29,8 +30,19 @@ type Config struct {
 	// (default: the bound ones).
 	RaftAdvertise string
 	APIAdvertise  string
-	// Bootstrap a one-voter cluster when the data dir is fresh.
-	Bootstrap         bool
+	// Bootstrap a one-voter cluster when the data dir is fresh (and neither
+	// Join nor BootstrapExpect say the cluster has several servers).
+	Bootstrap bool
+	// GossipAddr binds the gossip pool ("" = no gossip: a single node);
+	// GossipAdvertise is what other members dial.
+	GossipAddr      string
+	GossipAdvertise string
+	Join            []string
+	BootstrapExpect int
+	DeadServerGrace time.Duration
+	// ReconcileInterval and FastGossip tune membership for tests.
+	ReconcileInterval time.Duration
+	FastGossip        bool
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	// ElectionTimeout (default 1s); see node.Config.
@@ -63,16 +75,13 @@ func Start(cfg Config) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The API listener comes first so the node can hand out its real address
-	// as a leader hint even when the port was 0.
-	lazy := &lazyNode{}
-	api, err := transport.Listen(cfg.APIAddr, transport.NewHandler(lazy, transport.Options{
-		Logger: cfg.Logger, Version: cfg.Version, Gatherer: reg, Registerer: reg,
-	}))
+	// The API listener is bound first so the node can hand out its real
+	// address (a leader hint, gossip metadata) even when the port was 0.
+	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on API address %s: %w", cfg.APIAddr, err)
 	}
-	apiAddr := api.Addr()
+	apiAddr := ln.Addr().String()
 	if cfg.APIAdvertise != "" {
 		apiAddr = cfg.APIAdvertise
 	}
@@ -83,6 +92,15 @@ func Start(cfg Config) (*Server, error) {
 		RaftAdvertise:     cfg.RaftAdvertise,
 		APIAddr:           apiAddr,
 		Bootstrap:         cfg.Bootstrap,
+		GossipAddr:        cfg.GossipAddr,
+		GossipAdvertise:   cfg.GossipAdvertise,
+		Join:              cfg.Join,
+		BootstrapExpect:   cfg.BootstrapExpect,
+		DeadServerGrace:   cfg.DeadServerGrace,
+		ReconcileInterval: cfg.ReconcileInterval,
+		FastGossip:        cfg.FastGossip,
+		Peers:             transport.NewPeerClient(),
+		Version:           cfg.Version,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
 		RaftLogLevel:      cfg.RaftLogLevel,
@@ -92,11 +110,11 @@ func Start(cfg Config) (*Server, error) {
 		Registerer:        reg,
 	})
 	if err != nil {
-		api.Shutdown(context.Background())
+		ln.Close()
 		return nil, err
 	}
-	lazy.set(n)
-	s := &Server{Node: n, api: api, apiAddr: api.Addr(), served: make(chan error, 1)}
+	api := transport.NewServer(ln, transport.NewHandler(n, transport.Options{Logger: cfg.Logger, Gatherer: reg, Registerer: reg}))
+	s := &Server{Node: n, api: api, apiAddr: ln.Addr().String(), served: make(chan error, 1)}
 	go func() { s.served <- api.Serve() }()
 	return s, nil
 }

@@ -1,5 +1,7 @@
 package fsm
 
+import "bytes"
+
 // Result is the outcome of one command. Exactly one of the payload fields is
 // set, or Err. Results of commands with a request id are kept in the
 // idempotency table and replayed unchanged.
@@ -59,4 +61,23 @@ type EntryResult struct {
 	Index   uint64
 	NowMs   int64
 	Results []Result
+}
+
+// EncodeResults encodes results for a follower that forwarded their commands
+// (node-to-node only; Replayed travels separately).
+func EncodeResults(results []Result) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := encodeMsgpack(&buf, results); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeResults is the inverse of EncodeResults.
+func DecodeResults(b []byte) ([]Result, error) {
+	var out []Result
+	if err := decodeMsgpack(b, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

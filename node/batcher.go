@@ -26,23 +26,49 @@ type proposalResult struct {
 
 // Propose appends cmds to the log in one entry (shared with other concurrent
 // proposals: group commit) and returns their results once the entry is
-// committed and applied. An error wrapping ErrUnknownOutcome means the
-// commands may or may not have been applied.
+// committed and applied. On a follower the commands are forwarded to the
+// leader. An error wrapping ErrUnknownOutcome means the commands may or may
+// not have been applied.
 func (n *Node) Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Result, uint64, error) {
 	if len(cmds) == 0 || len(cmds) > entryCommandsMax {
 		return nil, 0, fmt.Errorf("node: a proposal holds 1 to %d commands, not %d", entryCommandsMax, len(cmds))
 	}
-	if n.raft.State() != raft.Leader {
-		return nil, 0, n.notLeader()
-	}
-	p := &proposal{cmds: make([][]byte, len(cmds)), done: make(chan proposalResult, 1)}
+	encoded := make([][]byte, len(cmds))
 	for i, c := range cmds {
 		b, err := fsm.EncodeCommand(c)
 		if err != nil {
 			return nil, 0, err
 		}
-		p.cmds[i] = b
+		encoded[i] = b
 	}
+	return n.propose(ctx, encoded, true)
+}
+
+// ProposeForwarded is the leader's side of a follower's forward. Every
+// command is decoded and validated before anything reaches the log (a command
+// no replica can decode would stop them all), and a node that is not the
+// leader refuses rather than forwarding again.
+func (n *Node) ProposeForwarded(ctx context.Context, cmds [][]byte) ([]fsm.Result, uint64, error) {
+	if len(cmds) == 0 || len(cmds) > entryCommandsMax {
+		return nil, 0, &fsm.Error{Code: fsm.CodeInvalidArgument, Message: fmt.Sprintf("a forward holds 1 to %d commands, not %d", entryCommandsMax, len(cmds))}
+	}
+	for i, b := range cmds {
+		c, err := fsm.DecodeCommand(b)
+		if err != nil {
+			return nil, 0, &fsm.Error{Code: fsm.CodeInvalidArgument, Message: fmt.Sprintf("forwarded command %d: %v", i, err)}
+		}
+		if verr := fsm.Validate(c); verr != nil {
+			return nil, 0, verr
+		}
+	}
+	return n.propose(ctx, cmds, false)
+}
+
+func (n *Node) propose(ctx context.Context, cmds [][]byte, mayForward bool) ([]fsm.Result, uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return n.forward(ctx, cmds, mayForward)
+	}
+	p := &proposal{cmds: cmds, done: make(chan proposalResult, 1)}
 	start := time.Now()
 	select {
 	case n.proposals <- p:
@@ -60,6 +86,17 @@ func (n *Node) Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Result, 
 	case <-ctx.Done():
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
 	}
+}
+
+// forward sends the commands to the leader's internal API.
+func (n *Node) forward(ctx context.Context, cmds [][]byte, mayForward bool) ([]fsm.Result, uint64, error) {
+	err := n.notLeader()
+	var nl *NotLeaderError
+	if !mayForward || n.peers == nil || !errors.As(err, &nl) || nl.LeaderAPIAddr == "" || nl.LeaderID == n.cfg.NodeID {
+		return nil, 0, err
+	}
+	n.metrics.forwarded.Add(float64(len(cmds)))
+	return n.peers.Forward(ctx, nl.LeaderAPIAddr, cmds)
 }
 
 // runBatcher packs waiting proposals into log entries. It takes an in-flight

@@ -11,6 +11,8 @@ type metrics struct {
 	commandsPerEntry prometheus.Histogram
 	decisions        *prometheus.CounterVec
 	proposeSeconds   prometheus.Histogram
+	forwarded        prometheus.Counter
+	storeBatches     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +35,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from handing commands to the batcher to their result.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_forwarded_commands_total",
+			Help: "Commands this node forwarded to the leader.",
+		}),
+		storeBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tollgate_log_entries_per_fsync",
+			Help:    "Log entries written by each log-store write (one bbolt transaction, one fsync).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.entries, m.commandsPerEntry, m.decisions, m.proposeSeconds)
+		reg.MustRegister(m.entries, m.commandsPerEntry, m.decisions, m.proposeSeconds, m.forwarded, m.storeBatches)
 	}
 	return m
 }

@@ -37,8 +37,34 @@ type Config struct {
 	// APIAddr is this node's API address, handed out as a leader hint.
 	APIAddr string
 	// Bootstrap makes a fresh node (no Raft state on disk) bootstrap a
-	// cluster with itself as the only voter.
+	// cluster with itself as the only voter, unless Join or BootstrapExpect
+	// say it belongs to a cluster of several.
 	Bootstrap bool
+	// GossipAddr is the host:port memberlist binds ("" turns gossip off: a
+	// single node). GossipAdvertise is what other members dial.
+	GossipAddr      string
+	GossipAdvertise string
+	// Join lists gossip addresses of members to join (retried until one
+	// answers).
+	Join []string
+	// BootstrapExpect > 1: a fresh node waits until that many fresh servers
+	// with the same setting are in the gossip pool, then they bootstrap
+	// together.
+	BootstrapExpect int
+	// DeadServerGrace is how long a server may be missing from gossip before
+	// the leader removes it from Raft (default 30s).
+	DeadServerGrace time.Duration
+	// ReconcileInterval is how often the leader reconciles gossip with Raft
+	// (default 1s).
+	ReconcileInterval time.Duration
+	// FastGossip tunes memberlist for loopback tests (failure detection in
+	// about a second).
+	FastGossip bool
+	// Peers reaches other nodes' internal API (forwarding, read index,
+	// progress). Nil: this node never forwards.
+	Peers Peers
+	// Version is gossiped to other members.
+	Version string
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192).
 	SnapshotThreshold uint64
@@ -95,6 +121,18 @@ func (c *Config) setDefaults() error {
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
+	if c.DeadServerGrace == 0 {
+		c.DeadServerGrace = 30 * time.Second
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = time.Second
+	}
+	if c.BootstrapExpect < 0 {
+		return errors.New("node: BootstrapExpect must not be negative")
+	}
+	if (len(c.Join) > 0 || c.BootstrapExpect > 1) && c.GossipAddr == "" {
+		return errors.New("node: Join and BootstrapExpect need a GossipAddr")
+	}
 	if c.SnapshotInterval == 0 {
 		c.SnapshotInterval = 30 * time.Second
 	}
@@ -123,6 +161,10 @@ type Node struct {
 	applied   *appliedIndex
 	metrics   *metrics
 	log       *slog.Logger
+	gossip    *gossip
+	peers     Peers
+	members   *membership
+	snaps     *raft.FileSnapshotStore
 
 	proposals chan *proposal
 	inflight  chan struct{} // semaphore of entriesInFlightMax
@@ -154,24 +196,82 @@ func New(cfg Config) (*Node, error) {
 		inflight:  make(chan struct{}, entriesInFlightMax),
 		stopping:  make(chan struct{}),
 		apiAddrs:  map[string]string{cfg.NodeID: cfg.APIAddr},
+		peers:     cfg.Peers,
+		members:   newMembership(),
 	}
 	if err := n.startRaft(); err != nil {
 		n.closeStores()
 		return nil, err
 	}
+	if cfg.GossipAddr != "" {
+		if err := n.startGossip(); err != nil {
+			n.raft.Shutdown().Error()
+			n.transport.Close()
+			n.closeStores()
+			return nil, err
+		}
+	}
 	n.registerGauges(cfg.Registerer)
 	n.wg.Add(2)
 	go n.runBatcher()
 	go n.watchLeadership()
+	if n.gossip != nil {
+		n.wg.Add(2)
+		go n.runMembership()
+		go n.joinPool()
+	}
 	return n, nil
 }
 
-func (n *Node) startRaft() error {
-	level := hclog.LevelFromString(n.cfg.RaftLogLevel)
-	if level == hclog.NoLevel {
-		level = hclog.Error
+func (n *Node) startGossip() error {
+	self := gossipMeta{
+		ID:       n.cfg.NodeID,
+		RaftAddr: string(n.transport.LocalAddr()),
+		APIAddr:  n.cfg.APIAddr,
+		Version:  n.cfg.Version,
+		HasState: n.raft.LastIndex() > 0,
+		Expect:   n.cfg.BootstrapExpect,
 	}
-	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: os.Stderr})
+	var err error
+	n.gossip, err = startGossip(n.cfg.GossipAddr, n.cfg.GossipAdvertise, self, hclogWriter(n.cfg.RaftLogLevel),
+		func(m gossipMeta) { n.SetAPIAddr(m.ID, m.APIAddr) }, n.cfg.FastGossip)
+	return err
+}
+
+// joinPool contacts the --join members, retrying with backoff until one
+// answers (they may start after us).
+func (n *Node) joinPool() {
+	defer n.wg.Done()
+	if len(n.cfg.Join) == 0 {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		joined, err := n.gossip.join(n.cfg.Join)
+		if joined > 0 {
+			n.log.Info("joined the gossip pool", "contacted", joined)
+			return
+		}
+		n.log.Warn("joining the gossip pool failed; retrying", "join", n.cfg.Join, "err", err, "in", backoff)
+		select {
+		case <-n.stopping:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// GossipAddr is the address the gossip pool listens on ("" when off).
+func (n *Node) GossipAddr() string {
+	if n.gossip == nil {
+		return ""
+	}
+	return n.gossip.addr()
+}
+
+func (n *Node) startRaft() error {
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclogLevel(n.cfg.RaftLogLevel), Output: os.Stderr})
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.NodeID)
 	rc.ProtocolVersion = raft.ProtocolVersionMax
@@ -204,7 +304,7 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("node: open raft.db: %w", err)
 	}
 	n.logStore = store
-	logs, err := raft.NewLogCache(512, store)
+	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe})
 	if err != nil {
 		return err
 	}
@@ -227,6 +327,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}
+	n.snaps = snaps
 	hasState, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
 		return err
@@ -236,7 +337,8 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
-	if !hasState && n.cfg.Bootstrap {
+	single := len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect <= 1
+	if !hasState && n.cfg.Bootstrap && single {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,
 			ID:       raft.ServerID(n.cfg.NodeID),
@@ -264,6 +366,11 @@ func (n *Node) Shutdown() error {
 	n.closeOnce.Do(func() {
 		close(n.stopping)
 		n.wg.Wait()
+		if n.gossip != nil {
+			// Not a graceful leave: a restart should not look like a
+			// departure. Peers see this node as dead until it is back.
+			n.gossip.shutdown()
+		}
 		err = n.raft.Shutdown().Error()
 		if cerr := n.transport.Close(); err == nil {
 			err = cerr
@@ -386,4 +493,35 @@ func (n *Node) registerGauges(reg prometheus.Registerer) {
 		gauge("tollgate_rate_keys", "Live rate-limit counters.", counts(func(c fsm.Counts) int { return c.RateKeys })),
 		gauge("tollgate_idempotency_entries", "Remembered request ids.", counts(func(c fsm.Counts) int { return c.IdempotencyEntries })),
 	)
+}
+
+func hclogLevel(name string) hclog.Level {
+	if level := hclog.LevelFromString(name); level != hclog.NoLevel {
+		return level
+	}
+	return hclog.Error
+}
+
+// hclogWriter adapts memberlist's standard logger to the Raft log level: its
+// lines start with "[LEVEL]".
+func hclogWriter(level string) io.Writer {
+	return hclog.New(&hclog.LoggerOptions{Name: "gossip", Level: hclogLevel(level), Output: os.Stderr}).
+		StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
+}
+
+// countingLogStore records how many entries each log write carries: raft-boltdb
+// commits (and fsyncs) once per StoreLogs call.
+type countingLogStore struct {
+	raft.LogStore
+	observe func(float64)
+}
+
+func (c *countingLogStore) StoreLog(l *raft.Log) error {
+	c.observe(1)
+	return c.LogStore.StoreLog(l)
+}
+
+func (c *countingLogStore) StoreLogs(logs []*raft.Log) error {
+	c.observe(float64(len(logs)))
+	return c.LogStore.StoreLogs(logs)
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -49,16 +50,9 @@ type ReadInfo struct {
 func (n *Node) Read(ctx context.Context, level Consistency, maxStaleness time.Duration, fn func(fsm.View) error) (ReadInfo, error) {
 	info := ReadInfo{Consistency: level, NodeID: n.cfg.NodeID}
 	switch level {
-	case Linearizable:
-		if err := n.linearizableFence(ctx); err != nil {
+	case Linearizable, Leader:
+		if err := n.readFence(ctx, level == Linearizable); err != nil {
 			return info, err
-		}
-	case Leader:
-		if !n.isReadyLeader() {
-			if n.raft.State() == raft.Leader {
-				return info, ErrNotReady
-			}
-			return info, n.notLeader()
 		}
 	case Stale:
 		staleness := n.staleness()
@@ -74,14 +68,33 @@ func (n *Node) Read(ctx context.Context, level Consistency, maxStaleness time.Du
 	return info, err
 }
 
-// linearizableFence is the read-index protocol: remember the commit index,
-// prove we are still leader with a quorum round (VerifyLeader), check the term
-// did not change in between, then wait until the state machine has applied
-// the remembered index. A read after the fence sees every write acknowledged
-// before the read started.
-func (n *Node) linearizableFence(ctx context.Context) error {
+// readFence makes the local state fit for a read at the leader's level. On
+// the leader: the read-index protocol (ReadIndex) and a wait until applied.
+// On a follower: the same read index, asked of the leader over the internal
+// API, and a wait until this node has applied it (Raft §6.4 follower reads).
+// A read after the fence sees every write acknowledged before it started.
+func (n *Node) readFence(ctx context.Context, verify bool) error {
+	var index uint64
+	var err error
+	if n.raft.State() == raft.Leader {
+		index, err = n.ReadIndex(ctx, verify)
+	} else {
+		index, err = n.followerReadIndex(ctx, verify)
+	}
+	if err != nil {
+		return err
+	}
+	return n.waitApplied(ctx, index)
+}
+
+// ReadIndex is the leader's part of a read: remember the commit index and,
+// with verify, prove we are still leader with a quorum round (VerifyLeader)
+// and check the term did not change in between. Without verify (LEADER
+// reads) the leader's lease stands in for the round: it steps down after
+// LeaderLeaseTimeout without a quorum.
+func (n *Node) ReadIndex(ctx context.Context, verify bool) (uint64, error) {
 	if n.raft.State() != raft.Leader {
-		return n.notLeader()
+		return 0, n.notLeader()
 	}
 	term := n.raft.CurrentTerm()
 	n.mu.Lock()
@@ -90,16 +103,28 @@ func (n *Node) linearizableFence(ctx context.Context) error {
 	if !ready {
 		// Until our barrier of this term commits, the commit index may not
 		// cover entries committed by earlier leaders.
-		return ErrNotReady
+		return 0, ErrNotReady
 	}
 	readIndex := n.raft.CommitIndex()
+	if !verify {
+		return readIndex, nil
+	}
 	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return n.notLeader()
+		return 0, n.notLeader()
 	}
 	if n.raft.CurrentTerm() != term {
-		return n.notLeader()
+		return 0, n.notLeader()
 	}
-	return n.waitApplied(ctx, readIndex)
+	return readIndex, nil
+}
+
+func (n *Node) followerReadIndex(ctx context.Context, verify bool) (uint64, error) {
+	err := n.notLeader()
+	var nl *NotLeaderError
+	if n.peers == nil || !errors.As(err, &nl) || nl.LeaderAPIAddr == "" || nl.LeaderID == n.cfg.NodeID {
+		return 0, err
+	}
+	return n.peers.ReadIndex(ctx, nl.LeaderAPIAddr, verify)
 }
 
 // waitApplied blocks until the state machine has applied index. After the
@@ -130,58 +155,4 @@ func (n *Node) staleness() time.Duration {
 		return time.Duration(1<<63 - 1)
 	}
 	return time.Since(last)
-}
-
-// Status is a snapshot of this node's view of the cluster.
-type Status struct {
-	NodeID, State, LeaderID, LeaderRaftAddr, APIAddr string
-	Term, CommitIndex, AppliedIndex, LastLogIndex    uint64
-	LastLogTimeMs                                    int64
-	Members                                          []Member
-	StateHash                                        string
-}
-
-// Member is one server of the Raft configuration.
-type Member struct {
-	ID, RaftAddr, Suffrage string
-	Leader                 bool
-}
-
-// Status reports the node's Raft state; with hash, also the state hash (a
-// full serialization of the state machine).
-func (n *Node) Status(hash bool) (Status, error) {
-	leaderAddr, leaderID := n.raft.LeaderWithID()
-	applied, _ := n.applied.get()
-	st := Status{
-		NodeID:         n.cfg.NodeID,
-		State:          n.raft.State().String(),
-		LeaderID:       string(leaderID),
-		LeaderRaftAddr: string(leaderAddr),
-		APIAddr:        n.cfg.APIAddr,
-		Term:           n.raft.CurrentTerm(),
-		CommitIndex:    n.raft.CommitIndex(),
-		AppliedIndex:   applied,
-		LastLogIndex:   n.raft.LastIndex(),
-		LastLogTimeMs:  n.machine.LastLogTimeMs(),
-	}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return st, err
-	}
-	for _, s := range cf.Configuration().Servers {
-		st.Members = append(st.Members, Member{
-			ID:       string(s.ID),
-			RaftAddr: string(s.Address),
-			Suffrage: s.Suffrage.String(),
-			Leader:   s.ID == leaderID,
-		})
-	}
-	if hash {
-		h, index, err := n.machine.StateHash()
-		if err != nil {
-			return st, err
-		}
-		st.StateHash, st.AppliedIndex = h, index
-	}
-	return st, nil
 }

@@ -19,17 +19,33 @@ const LeaderHeader = "Tollgate-Leader"
 // table (the body is identical to the first reply).
 const ReplayHeader = "Tollgate-Idempotent-Replay"
 
-// errorInterceptor is the one place errors become API codes. Handlers return
-// plain errors (fsm rejections, node errors); nothing else maps codes.
-func errorInterceptor(log *slog.Logger) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			resp, err := next(ctx, req)
-			if err == nil {
-				return resp, nil
-			}
-			return nil, toConnectError(log, req.Spec().Procedure, err)
+// errorInterceptor is the one place errors become API codes. Handlers
+// (unary and streaming) return plain errors — fsm rejections, node errors —
+// and nothing else maps codes.
+type errorInterceptor struct {
+	log *slog.Logger
+}
+
+func (e errorInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		if err != nil {
+			return nil, toConnectError(e.log, req.Spec().Procedure, err)
 		}
+		return resp, nil
+	}
+}
+
+func (e errorInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (e errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := next(ctx, conn); err != nil {
+			return toConnectError(e.log, conn.Spec().Procedure, err)
+		}
+		return nil
 	}
 }
 

@@ -13,13 +13,31 @@ import (
 
 // Node is what transport needs of a server. *node.Node satisfies it.
 type Node interface {
-	// Propose appends commands to the log in one entry and returns their
-	// results.
+	// Propose appends commands to the log in one entry (forwarding them to
+	// the leader from a follower) and returns their results.
 	Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Result, uint64, error)
 	// Read runs fn on the local state at the requested consistency level.
 	Read(ctx context.Context, level node.Consistency, maxStaleness time.Duration, fn func(fsm.View) error) (node.ReadInfo, error)
 	// Status reports the node's view of the cluster.
-	Status(hash bool) (node.Status, error)
+	Status(ctx context.Context, opts node.StatusOptions) (node.Status, error)
+	ClusterAdmin
+	InternalNode
+}
+
+// ClusterAdmin is the administration a node offers (ClusterService).
+type ClusterAdmin interface {
+	Join(addrs []string) (int, error)
+	RemoveServer(id string) (uint64, error)
+	TransferLeadership(ctx context.Context, id string) (string, error)
+	SnapshotSave(ctx context.Context) ([]byte, uint64, error)
+	SnapshotRestore(ctx context.Context, data []byte) (uint64, string, error)
+}
+
+// InternalNode is what other nodes ask of this one (InternalService).
+type InternalNode interface {
+	ProposeForwarded(ctx context.Context, cmds [][]byte) ([]fsm.Result, uint64, error)
+	ReadIndex(ctx context.Context, verify bool) (uint64, error)
+	Progress() node.Progress
 }
 
 // proposeOne validates cmd exactly as Apply will, proposes it, and turns a

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
+	"github.com/tollgate/tollgate/node"
 )
 
 const (
@@ -38,7 +39,6 @@ const (
 // Options configure the API handler.
 type Options struct {
 	Logger   *slog.Logger
-	Version  string
 	Gatherer prometheus.Gatherer
 	// Registerer receives the API's request metrics (nil: none).
 	Registerer prometheus.Registerer
@@ -49,36 +49,41 @@ func NewHandler(n Node, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// Every message is bounded by RequestBytesMax before it is decoded;
+	// streams (snapshot upload) are bounded per message and in total.
 	handlerOpts := []connect.HandlerOption{
-		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor(opts.Logger)),
+		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor{log: opts.Logger}),
 		connect.WithReadMaxBytes(RequestBytesMax),
 	}
 	mux := http.NewServeMux()
 	mux.Handle(tollgatev1connect.NewBudgetServiceHandler(&budgetHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewRateLimitServiceHandler(&rateLimitHandler{node: n}, handlerOpts...))
-	mux.Handle(tollgatev1connect.NewClusterServiceHandler(&clusterHandler{node: n, version: opts.Version}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewClusterServiceHandler(&clusterHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewInternalServiceHandler(&internalHandler{node: n}, handlerOpts...))
 
 	services := []string{
 		tollgatev1connect.BudgetServiceName,
 		tollgatev1connect.RateLimitServiceName,
 		tollgatev1connect.ClusterServiceName,
+		tollgatev1connect.InternalServiceName,
 	}
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	limit := connect.WithReadMaxBytes(RequestBytesMax)
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), limit))
 	reflector := grpcreflect.NewStaticReflector(services...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, limit))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, limit))
 	if opts.Gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("/healthz", healthz(n))
-	return http.MaxBytesHandler(mux, RequestBytesMax+headerBytesMax)
+	return mux
 }
 
 // healthz answers 200 while this node knows a leader (it can serve or
 // forward), 503 otherwise, with the node's Raft state as JSON.
 func healthz(n Node) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
-		st, err := n.Status(false)
+		st, err := n.Status(context.Background(), node.StatusOptions{})
 		body := map[string]any{"node_id": st.NodeID, "state": st.State, "leader_id": st.LeaderID, "applied_index": st.AppliedIndex}
 		code := http.StatusOK
 		if err != nil || st.LeaderID == "" {
@@ -99,12 +104,17 @@ type Server struct {
 	ln   net.Listener
 }
 
-// Listen binds addr ("127.0.0.1:0" picks a port).
+// Listen binds addr ("127.0.0.1:0" picks a port) and serves h on it.
 func Listen(addr string, h http.Handler) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	return NewServer(ln, h), nil
+}
+
+// NewServer serves h on a listener the caller bound.
+func NewServer(ln net.Listener, h http.Handler) *Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
@@ -118,7 +128,7 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 			IdleTimeout:       idleTimeout,
 			MaxHeaderBytes:    headerBytesMax,
 		},
-	}, nil
+	}
 }
 
 // Addr is the bound address.

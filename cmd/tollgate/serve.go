@@ -24,6 +24,13 @@ type serveFlags struct {
 	apiAdvertise      string
 	raftAdvertise     string
 	bootstrap         bool
+	gossipAddr        string
+	gossipAdvertise   string
+	join              []string
+	bootstrapExpect   int
+	deadServerGrace   time.Duration
+	electionTimeout   time.Duration
+	fastMembership    bool
 	snapshotThreshold uint64
 	snapshotInterval  time.Duration
 	logLevel          string
@@ -43,11 +50,28 @@ Raft on --raft-addr.
 With --dev: a single node named "dev" with data in ./data, API on :7070 and
 Raft on 127.0.0.1:7071, no authentication. It prints where it listens.
 
-A node whose data directory holds no Raft state bootstraps a new one-voter
-cluster (unless --bootstrap=false). The API answers /healthz, /metrics
-(Prometheus), gRPC health and reflection.`,
+Clusters: nodes find each other through a gossip pool (--gossip-addr, --join).
+Start a fresh cluster with --bootstrap-expect N on each of its first N
+servers: they bootstrap together once all N see each other. A server started
+later with --join is added by the leader as a non-voter and promoted to voter
+once it has caught up. The leader removes a server that stays out of the pool
+longer than --dead-server-grace, but never when that would leave the remaining
+voters without a live majority.
+
+A node whose data directory holds no Raft state, started without --join and
+--bootstrap-expect, bootstraps a new one-voter cluster (unless
+--bootstrap=false). The API answers /healthz, /metrics (Prometheus), gRPC
+health and reflection.`,
 		Example: `  tollgate serve --dev
-  tollgate serve --node-id n1 --data-dir /var/lib/tollgate --api-addr :7070 --raft-addr 10.0.0.1:7071`,
+  tollgate serve --node-id n1 --data-dir /var/lib/tollgate --api-addr :7070 --raft-addr 10.0.0.1:7071
+
+  # three servers on one host
+  tollgate serve --node-id n1 --data-dir d1 --api-addr 127.0.0.1:7070 --raft-addr 127.0.0.1:7071 \
+    --gossip-addr 127.0.0.1:7072 --bootstrap-expect 3 --join 127.0.0.1:7172,127.0.0.1:7272
+  tollgate serve --node-id n2 --data-dir d2 --api-addr 127.0.0.1:7170 --raft-addr 127.0.0.1:7171 \
+    --gossip-addr 127.0.0.1:7172 --bootstrap-expect 3 --join 127.0.0.1:7072
+  tollgate serve --node-id n3 --data-dir d3 --api-addr 127.0.0.1:7270 --raft-addr 127.0.0.1:7271 \
+    --gossip-addr 127.0.0.1:7272 --bootstrap-expect 3 --join 127.0.0.1:7072`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, f) },
 	}
@@ -59,7 +83,15 @@ cluster (unless --bootstrap=false). The API answers /healthz, /metrics
 	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "HOST:PORT Raft listens on")
 	fl.StringVar(&f.apiAdvertise, "api-advertise", "", "API address other nodes and clients use (default: --api-addr)")
 	fl.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address peers dial (default: --raft-addr)")
-	fl.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a one-voter cluster if the data dir is fresh")
+	fl.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a one-voter cluster if the data dir is fresh and neither --join nor --bootstrap-expect is given")
+	fl.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7072", "HOST:PORT the gossip pool (memberlist, TCP and UDP) listens on; empty turns gossip off")
+	fl.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "gossip address other members use (default: --gossip-addr)")
+	fl.StringSliceVar(&f.join, "join", nil, "gossip addresses (HOST:PORT, comma separated) of members to join; retried until one answers")
+	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a fresh cluster once this many fresh servers (with the same setting) are in the pool")
+	fl.DurationVar(&f.deadServerGrace, "dead-server-grace", 30*time.Second, "how long a server may be missing from the pool before the leader removes it from Raft")
+	fl.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "how long a follower waits without a leader before an election; the leader lease is half of it")
+	fl.BoolVar(&f.fastMembership, "fast-membership", false, "tests on one host: detect dead gossip members in about a second and reconcile every 200ms")
+	fl.MarkHidden("fast-membership")
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -87,6 +119,18 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if f.snapshotThreshold == 0 {
 		return fmt.Errorf("--snapshot-threshold must be at least 1")
 	}
+	if f.bootstrapExpect < 0 || f.bootstrapExpect > 9 {
+		return fmt.Errorf("--bootstrap-expect must be between 0 and 9, not %d", f.bootstrapExpect)
+	}
+	if (len(f.join) > 0 || f.bootstrapExpect > 1) && f.gossipAddr == "" {
+		return fmt.Errorf("--join and --bootstrap-expect need --gossip-addr")
+	}
+	if f.electionTimeout < 50*time.Millisecond || f.electionTimeout > time.Minute {
+		return fmt.Errorf("--election-timeout must be between 50ms and 1m")
+	}
+	if f.deadServerGrace < time.Second {
+		return fmt.Errorf("--dead-server-grace must be at least 1s")
+	}
 	if f.snapshotInterval < 10*time.Millisecond {
 		return fmt.Errorf("--snapshot-interval must be at least 10ms")
 	}
@@ -102,6 +146,14 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		APIAdvertise:      f.apiAdvertise,
 		RaftAdvertise:     f.raftAdvertise,
 		Bootstrap:         f.bootstrap,
+		GossipAddr:        f.gossipAddr,
+		GossipAdvertise:   f.gossipAdvertise,
+		Join:              f.join,
+		BootstrapExpect:   f.bootstrapExpect,
+		DeadServerGrace:   f.deadServerGrace,
+		ElectionTimeout:   f.electionTimeout,
+		FastGossip:        f.fastMembership,
+		ReconcileInterval: reconcileInterval(f.fastMembership),
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,
 		RaftLogLevel:      raftLogLevel(f.logLevel),
@@ -119,6 +171,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	fmt.Fprintf(out, "tollgate %s %s %q\n", version, mode, f.nodeID)
 	fmt.Fprintf(out, "  API   http://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", displayAddr(s.APIAddr()))
 	fmt.Fprintf(out, "  Raft  %s\n", s.Node.RaftAddr())
+	if g := s.Node.GossipAddr(); g != "" {
+		fmt.Fprintf(out, "  Gossip %s\n", g)
+	}
 	fmt.Fprintf(out, "  data  %s\n", f.dataDir)
 	fmt.Fprintf(out, "try:  curl -s localhost%s/tollgate.v1.ClusterService/Status -H 'content-type: application/json' -d '{}'\n", portOf(s.APIAddr()))
 
@@ -180,4 +235,11 @@ func raftLogLevel(level string) string {
 		return "info"
 	}
 	return "error"
+}
+
+func reconcileInterval(fast bool) time.Duration {
+	if fast {
+		return 200 * time.Millisecond
+	}
+	return time.Second
 }

@@ -26,8 +26,10 @@ type StatusRequest struct {
 	// Also compute a SHA-256 of the state machine's canonical encoding (costs a
 	// full serialization of the state).
 	IncludeStateHash bool `protobuf:"varint,1,opt,name=include_state_hash,json=includeStateHash,proto3" json:"include_state_hash,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Ask every member for its indexes and report lag per member.
+	IncludeProgress bool `protobuf:"varint,2,opt,name=include_progress,json=includeProgress,proto3" json:"include_progress,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
@@ -67,13 +69,33 @@ func (x *StatusRequest) GetIncludeStateHash() bool {
 	return false
 }
 
+func (x *StatusRequest) GetIncludeProgress() bool {
+	if x != nil {
+		return x.IncludeProgress
+	}
+	return false
+}
+
 type Member struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	// VOTER, NONVOTER or STAGING.
-	Suffrage      string `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
-	Leader        bool   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Voter, Nonvoter or Staging.
+	Suffrage string `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Leader   bool   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// API address from gossip (empty when the member is not in the gossip pool).
+	ApiAddr string `protobuf:"bytes,5,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	// Gossip view: alive, suspect, dead, left, or unknown.
+	Gossip string `protobuf:"bytes,6,opt,name=gossip,proto3" json:"gossip,omitempty"`
+	// With include_progress: the member's own report, and whether it answered.
+	Reachable    bool   `protobuf:"varint,7,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	State        string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	Term         uint64 `protobuf:"varint,9,opt,name=term,proto3" json:"term,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,10,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastLogIndex uint64 `protobuf:"varint,11,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	// Leader's commit index minus the member's applied index.
+	Lag           uint64 `protobuf:"varint,12,opt,name=lag,proto3" json:"lag,omitempty"`
+	Version       string `protobuf:"bytes,13,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +158,69 @@ func (x *Member) GetLeader() bool {
 	return false
 }
 
+func (x *Member) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
+}
+
+func (x *Member) GetGossip() string {
+	if x != nil {
+		return x.Gossip
+	}
+	return ""
+}
+
+func (x *Member) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Member) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Member) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *Member) GetLastLogIndex() uint64 {
+	if x != nil {
+		return x.LastLogIndex
+	}
+	return 0
+}
+
+func (x *Member) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The answering node.
@@ -154,9 +239,12 @@ type StatusResponse struct {
 	Version   string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
 	ApiAddr   string `protobuf:"bytes,12,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	// Log time (ms since the Unix epoch) of the last applied entry.
-	LastAppliedLogTimeMs int64 `protobuf:"varint,13,opt,name=last_applied_log_time_ms,json=lastAppliedLogTimeMs,proto3" json:"last_applied_log_time_ms,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	LastAppliedLogTimeMs int64  `protobuf:"varint,13,opt,name=last_applied_log_time_ms,json=lastAppliedLogTimeMs,proto3" json:"last_applied_log_time_ms,omitempty"`
+	LeaderApiAddr        string `protobuf:"bytes,14,opt,name=leader_api_addr,json=leaderApiAddr,proto3" json:"leader_api_addr,omitempty"`
+	// Gossip members not (yet) in the Raft configuration.
+	GossipOnly    []*Member `protobuf:"bytes,15,rep,name=gossip_only,json=gossipOnly,proto3" json:"gossip_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -280,18 +368,498 @@ func (x *StatusResponse) GetLastAppliedLogTimeMs() int64 {
 	return 0
 }
 
+func (x *StatusResponse) GetLeaderApiAddr() string {
+	if x != nil {
+		return x.LeaderApiAddr
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetGossipOnly() []*Member {
+	if x != nil {
+		return x.GossipOnly
+	}
+	return nil
+}
+
+type JoinRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gossip addresses (host:port) of one or more members.
+	Addrs         []string `protobuf:"bytes,1,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JoinRequest) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+type JoinResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of addrs were contacted.
+	Joined        uint32 `protobuf:"varint,1,opt,name=joined,proto3" json:"joined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *JoinResponse) GetJoined() uint32 {
+	if x != nil {
+		return x.Joined
+	}
+	return 0
+}
+
+type RemoveServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServerRequest) Reset() {
+	*x = RemoveServerRequest{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServerRequest) ProtoMessage() {}
+
+func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemoveServerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LogIndex      uint64                 `protobuf:"varint,1,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServerResponse) Reset() {
+	*x = RemoveServerResponse{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServerResponse) ProtoMessage() {}
+
+func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RemoveServerResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target server id; empty lets Raft pick the most up-to-date follower.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TransferLeadershipRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NewLeaderId   string                 `protobuf:"bytes,1,opt,name=new_leader_id,json=newLeaderId,proto3" json:"new_leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TransferLeadershipResponse) GetNewLeaderId() string {
+	if x != nil {
+		return x.NewLeaderId
+	}
+	return ""
+}
+
+type SnapshotSaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveRequest) Reset() {
+	*x = SnapshotSaveRequest{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveRequest) ProtoMessage() {}
+
+func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+type SnapshotSaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A chunk of the snapshot (at most 1 MiB).
+	Chunk []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// Set on the first message: the index the snapshot reflects.
+	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveResponse) Reset() {
+	*x = SnapshotSaveResponse{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveResponse) ProtoMessage() {}
+
+func (x *SnapshotSaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SnapshotSaveResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *SnapshotSaveResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type SnapshotRestoreRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A chunk of the snapshot (at most 1 MiB); chunks in order.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreRequest) Reset() {
+	*x = SnapshotRestoreRequest{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreRequest) ProtoMessage() {}
+
+func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SnapshotRestoreRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type SnapshotRestoreResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the Raft snapshot that now holds the restored state.
+	AppliedIndex  uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	StateHash     string `protobuf:"bytes,2,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreResponse) Reset() {
+	*x = SnapshotRestoreResponse{}
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreResponse) ProtoMessage() {}
+
+func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SnapshotRestoreResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetStateHash() string {
+	if x != nil {
+		return x.StateHash
+	}
+	return ""
+}
+
 var File_tollgate_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x19tollgate/v1/cluster.proto\x12\vtollgate.v1\"=\n" +
+	"\x19tollgate/v1/cluster.proto\x12\vtollgate.v1\"h\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"i\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\x12)\n" +
+	"\x10include_progress\x18\x02 \x01(\bR\x0fincludeProgress\"\xdb\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xc3\x03\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
+	"\bapi_addr\x18\x05 \x01(\tR\aapiAddr\x12\x16\n" +
+	"\x06gossip\x18\x06 \x01(\tR\x06gossip\x12\x1c\n" +
+	"\treachable\x18\a \x01(\bR\treachable\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12\x12\n" +
+	"\x04term\x18\t \x01(\x04R\x04term\x12#\n" +
+	"\rapplied_index\x18\n" +
+	" \x01(\x04R\fappliedIndex\x12$\n" +
+	"\x0elast_log_index\x18\v \x01(\x04R\flastLogIndex\x12\x10\n" +
+	"\x03lag\x18\f \x01(\x04R\x03lag\x12\x18\n" +
+	"\aversion\x18\r \x01(\tR\aversion\"\xa1\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -307,9 +875,39 @@ const file_tollgate_v1_cluster_proto_rawDesc = "" +
 	" \x01(\tR\tstateHash\x12\x18\n" +
 	"\aversion\x18\v \x01(\tR\aversion\x12\x19\n" +
 	"\bapi_addr\x18\f \x01(\tR\aapiAddr\x126\n" +
-	"\x18last_applied_log_time_ms\x18\r \x01(\x03R\x14lastAppliedLogTimeMs2X\n" +
+	"\x18last_applied_log_time_ms\x18\r \x01(\x03R\x14lastAppliedLogTimeMs\x12&\n" +
+	"\x0fleader_api_addr\x18\x0e \x01(\tR\rleaderApiAddr\x124\n" +
+	"\vgossip_only\x18\x0f \x03(\v2\x13.tollgate.v1.MemberR\n" +
+	"gossipOnly\"#\n" +
+	"\vJoinRequest\x12\x14\n" +
+	"\x05addrs\x18\x01 \x03(\tR\x05addrs\"&\n" +
+	"\fJoinResponse\x12\x16\n" +
+	"\x06joined\x18\x01 \x01(\rR\x06joined\"%\n" +
+	"\x13RemoveServerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"3\n" +
+	"\x14RemoveServerResponse\x12\x1b\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex\"+\n" +
+	"\x19TransferLeadershipRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
+	"\x1aTransferLeadershipResponse\x12\"\n" +
+	"\rnew_leader_id\x18\x01 \x01(\tR\vnewLeaderId\"\x15\n" +
+	"\x13SnapshotSaveRequest\"Q\n" +
+	"\x14SnapshotSaveResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\".\n" +
+	"\x16SnapshotRestoreRequest\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"]\n" +
+	"\x17SnapshotRestoreResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x02 \x01(\tR\tstateHash2\x8d\x04\n" +
 	"\x0eClusterService\x12F\n" +
-	"\x06Status\x12\x1a.tollgate.v1.StatusRequest\x1a\x1b.tollgate.v1.StatusResponse\"\x03\x90\x02\x01B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
+	"\x06Status\x12\x1a.tollgate.v1.StatusRequest\x1a\x1b.tollgate.v1.StatusResponse\"\x03\x90\x02\x01\x12;\n" +
+	"\x04Join\x12\x18.tollgate.v1.JoinRequest\x1a\x19.tollgate.v1.JoinResponse\x12S\n" +
+	"\fRemoveServer\x12 .tollgate.v1.RemoveServerRequest\x1a!.tollgate.v1.RemoveServerResponse\x12e\n" +
+	"\x12TransferLeadership\x12&.tollgate.v1.TransferLeadershipRequest\x1a'.tollgate.v1.TransferLeadershipResponse\x12Z\n" +
+	"\fSnapshotSave\x12 .tollgate.v1.SnapshotSaveRequest\x1a!.tollgate.v1.SnapshotSaveResponse\"\x03\x90\x02\x010\x01\x12^\n" +
+	"\x0fSnapshotRestore\x12#.tollgate.v1.SnapshotRestoreRequest\x1a$.tollgate.v1.SnapshotRestoreResponse(\x01B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
 
 var (
 	file_tollgate_v1_cluster_proto_rawDescOnce sync.Once
@@ -323,21 +921,42 @@ func file_tollgate_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_tollgate_v1_cluster_proto_rawDescData
 }
 
-var file_tollgate_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_tollgate_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_tollgate_v1_cluster_proto_goTypes = []any{
-	(*StatusRequest)(nil),  // 0: tollgate.v1.StatusRequest
-	(*Member)(nil),         // 1: tollgate.v1.Member
-	(*StatusResponse)(nil), // 2: tollgate.v1.StatusResponse
+	(*StatusRequest)(nil),              // 0: tollgate.v1.StatusRequest
+	(*Member)(nil),                     // 1: tollgate.v1.Member
+	(*StatusResponse)(nil),             // 2: tollgate.v1.StatusResponse
+	(*JoinRequest)(nil),                // 3: tollgate.v1.JoinRequest
+	(*JoinResponse)(nil),               // 4: tollgate.v1.JoinResponse
+	(*RemoveServerRequest)(nil),        // 5: tollgate.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 6: tollgate.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 7: tollgate.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 8: tollgate.v1.TransferLeadershipResponse
+	(*SnapshotSaveRequest)(nil),        // 9: tollgate.v1.SnapshotSaveRequest
+	(*SnapshotSaveResponse)(nil),       // 10: tollgate.v1.SnapshotSaveResponse
+	(*SnapshotRestoreRequest)(nil),     // 11: tollgate.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil),    // 12: tollgate.v1.SnapshotRestoreResponse
 }
 var file_tollgate_v1_cluster_proto_depIdxs = []int32{
-	1, // 0: tollgate.v1.StatusResponse.members:type_name -> tollgate.v1.Member
-	0, // 1: tollgate.v1.ClusterService.Status:input_type -> tollgate.v1.StatusRequest
-	2, // 2: tollgate.v1.ClusterService.Status:output_type -> tollgate.v1.StatusResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1,  // 0: tollgate.v1.StatusResponse.members:type_name -> tollgate.v1.Member
+	1,  // 1: tollgate.v1.StatusResponse.gossip_only:type_name -> tollgate.v1.Member
+	0,  // 2: tollgate.v1.ClusterService.Status:input_type -> tollgate.v1.StatusRequest
+	3,  // 3: tollgate.v1.ClusterService.Join:input_type -> tollgate.v1.JoinRequest
+	5,  // 4: tollgate.v1.ClusterService.RemoveServer:input_type -> tollgate.v1.RemoveServerRequest
+	7,  // 5: tollgate.v1.ClusterService.TransferLeadership:input_type -> tollgate.v1.TransferLeadershipRequest
+	9,  // 6: tollgate.v1.ClusterService.SnapshotSave:input_type -> tollgate.v1.SnapshotSaveRequest
+	11, // 7: tollgate.v1.ClusterService.SnapshotRestore:input_type -> tollgate.v1.SnapshotRestoreRequest
+	2,  // 8: tollgate.v1.ClusterService.Status:output_type -> tollgate.v1.StatusResponse
+	4,  // 9: tollgate.v1.ClusterService.Join:output_type -> tollgate.v1.JoinResponse
+	6,  // 10: tollgate.v1.ClusterService.RemoveServer:output_type -> tollgate.v1.RemoveServerResponse
+	8,  // 11: tollgate.v1.ClusterService.TransferLeadership:output_type -> tollgate.v1.TransferLeadershipResponse
+	10, // 12: tollgate.v1.ClusterService.SnapshotSave:output_type -> tollgate.v1.SnapshotSaveResponse
+	12, // 13: tollgate.v1.ClusterService.SnapshotRestore:output_type -> tollgate.v1.SnapshotRestoreResponse
+	8,  // [8:14] is the sub-list for method output_type
+	2,  // [2:8] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_cluster_proto_init() }
@@ -351,7 +970,7 @@ func file_tollgate_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_v1_cluster_proto_rawDesc), len(file_tollgate_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,11 +35,41 @@ const (
 const (
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
 	ClusterServiceStatusProcedure = "/tollgate.v1.ClusterService/Status"
+	// ClusterServiceJoinProcedure is the fully-qualified name of the ClusterService's Join RPC.
+	ClusterServiceJoinProcedure = "/tollgate.v1.ClusterService/Join"
+	// ClusterServiceRemoveServerProcedure is the fully-qualified name of the ClusterService's
+	// RemoveServer RPC.
+	ClusterServiceRemoveServerProcedure = "/tollgate.v1.ClusterService/RemoveServer"
+	// ClusterServiceTransferLeadershipProcedure is the fully-qualified name of the ClusterService's
+	// TransferLeadership RPC.
+	ClusterServiceTransferLeadershipProcedure = "/tollgate.v1.ClusterService/TransferLeadership"
+	// ClusterServiceSnapshotSaveProcedure is the fully-qualified name of the ClusterService's
+	// SnapshotSave RPC.
+	ClusterServiceSnapshotSaveProcedure = "/tollgate.v1.ClusterService/SnapshotSave"
+	// ClusterServiceSnapshotRestoreProcedure is the fully-qualified name of the ClusterService's
+	// SnapshotRestore RPC.
+	ClusterServiceSnapshotRestoreProcedure = "/tollgate.v1.ClusterService/SnapshotRestore"
 )
 
 // ClusterServiceClient is a client for the tollgate.v1.ClusterService service.
 type ClusterServiceClient interface {
+	// Status is this node's view of the cluster; with include_progress, the
+	// answering node also asks every member for its indexes (lag per follower).
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Join makes this node join the gossip pool of the nodes at addrs; the
+	// leader then adds it to Raft as a non-voter and promotes it once caught up.
+	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
+	// RemoveServer removes a server from the Raft configuration (leader only).
+	RemoveServer(context.Context, *connect.Request[v1.RemoveServerRequest]) (*connect.Response[v1.RemoveServerResponse], error)
+	// TransferLeadership hands leadership to id (or to the most up-to-date
+	// follower when id is empty).
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// SnapshotSave streams a snapshot of the leader's state (after a
+	// linearizable read fence).
+	SnapshotSave(context.Context, *connect.Request[v1.SnapshotSaveRequest]) (*connect.ServerStreamForClient[v1.SnapshotSaveResponse], error)
+	// SnapshotRestore replaces the cluster's state with an uploaded snapshot
+	// (leader only). The Raft configuration is kept.
+	SnapshotRestore(context.Context) *connect.ClientStreamForClient[v1.SnapshotRestoreRequest, v1.SnapshotRestoreResponse]
 }
 
 // NewClusterServiceClient constructs a client for the tollgate.v1.ClusterService service. By
@@ -60,12 +90,48 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		join: connect.NewClient[v1.JoinRequest, v1.JoinResponse](
+			httpClient,
+			baseURL+ClusterServiceJoinProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Join")),
+			connect.WithClientOptions(opts...),
+		),
+		removeServer: connect.NewClient[v1.RemoveServerRequest, v1.RemoveServerResponse](
+			httpClient,
+			baseURL+ClusterServiceRemoveServerProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("RemoveServer")),
+			connect.WithClientOptions(opts...),
+		),
+		transferLeadership: connect.NewClient[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse](
+			httpClient,
+			baseURL+ClusterServiceTransferLeadershipProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("TransferLeadership")),
+			connect.WithClientOptions(opts...),
+		),
+		snapshotSave: connect.NewClient[v1.SnapshotSaveRequest, v1.SnapshotSaveResponse](
+			httpClient,
+			baseURL+ClusterServiceSnapshotSaveProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("SnapshotSave")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		snapshotRestore: connect.NewClient[v1.SnapshotRestoreRequest, v1.SnapshotRestoreResponse](
+			httpClient,
+			baseURL+ClusterServiceSnapshotRestoreProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("SnapshotRestore")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // clusterServiceClient implements ClusterServiceClient.
 type clusterServiceClient struct {
-	status *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	status             *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	join               *connect.Client[v1.JoinRequest, v1.JoinResponse]
+	removeServer       *connect.Client[v1.RemoveServerRequest, v1.RemoveServerResponse]
+	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
+	snapshotSave       *connect.Client[v1.SnapshotSaveRequest, v1.SnapshotSaveResponse]
+	snapshotRestore    *connect.Client[v1.SnapshotRestoreRequest, v1.SnapshotRestoreResponse]
 }
 
 // Status calls tollgate.v1.ClusterService.Status.
@@ -73,9 +139,50 @@ func (c *clusterServiceClient) Status(ctx context.Context, req *connect.Request[
 	return c.status.CallUnary(ctx, req)
 }
 
+// Join calls tollgate.v1.ClusterService.Join.
+func (c *clusterServiceClient) Join(ctx context.Context, req *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	return c.join.CallUnary(ctx, req)
+}
+
+// RemoveServer calls tollgate.v1.ClusterService.RemoveServer.
+func (c *clusterServiceClient) RemoveServer(ctx context.Context, req *connect.Request[v1.RemoveServerRequest]) (*connect.Response[v1.RemoveServerResponse], error) {
+	return c.removeServer.CallUnary(ctx, req)
+}
+
+// TransferLeadership calls tollgate.v1.ClusterService.TransferLeadership.
+func (c *clusterServiceClient) TransferLeadership(ctx context.Context, req *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return c.transferLeadership.CallUnary(ctx, req)
+}
+
+// SnapshotSave calls tollgate.v1.ClusterService.SnapshotSave.
+func (c *clusterServiceClient) SnapshotSave(ctx context.Context, req *connect.Request[v1.SnapshotSaveRequest]) (*connect.ServerStreamForClient[v1.SnapshotSaveResponse], error) {
+	return c.snapshotSave.CallServerStream(ctx, req)
+}
+
+// SnapshotRestore calls tollgate.v1.ClusterService.SnapshotRestore.
+func (c *clusterServiceClient) SnapshotRestore(ctx context.Context) *connect.ClientStreamForClient[v1.SnapshotRestoreRequest, v1.SnapshotRestoreResponse] {
+	return c.snapshotRestore.CallClientStream(ctx)
+}
+
 // ClusterServiceHandler is an implementation of the tollgate.v1.ClusterService service.
 type ClusterServiceHandler interface {
+	// Status is this node's view of the cluster; with include_progress, the
+	// answering node also asks every member for its indexes (lag per follower).
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Join makes this node join the gossip pool of the nodes at addrs; the
+	// leader then adds it to Raft as a non-voter and promotes it once caught up.
+	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
+	// RemoveServer removes a server from the Raft configuration (leader only).
+	RemoveServer(context.Context, *connect.Request[v1.RemoveServerRequest]) (*connect.Response[v1.RemoveServerResponse], error)
+	// TransferLeadership hands leadership to id (or to the most up-to-date
+	// follower when id is empty).
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// SnapshotSave streams a snapshot of the leader's state (after a
+	// linearizable read fence).
+	SnapshotSave(context.Context, *connect.Request[v1.SnapshotSaveRequest], *connect.ServerStream[v1.SnapshotSaveResponse]) error
+	// SnapshotRestore replaces the cluster's state with an uploaded snapshot
+	// (leader only). The Raft configuration is kept.
+	SnapshotRestore(context.Context, *connect.ClientStream[v1.SnapshotRestoreRequest]) (*connect.Response[v1.SnapshotRestoreResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -92,10 +199,51 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceJoinHandler := connect.NewUnaryHandler(
+		ClusterServiceJoinProcedure,
+		svc.Join,
+		connect.WithSchema(clusterServiceMethods.ByName("Join")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceRemoveServerHandler := connect.NewUnaryHandler(
+		ClusterServiceRemoveServerProcedure,
+		svc.RemoveServer,
+		connect.WithSchema(clusterServiceMethods.ByName("RemoveServer")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceTransferLeadershipHandler := connect.NewUnaryHandler(
+		ClusterServiceTransferLeadershipProcedure,
+		svc.TransferLeadership,
+		connect.WithSchema(clusterServiceMethods.ByName("TransferLeadership")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceSnapshotSaveHandler := connect.NewServerStreamHandler(
+		ClusterServiceSnapshotSaveProcedure,
+		svc.SnapshotSave,
+		connect.WithSchema(clusterServiceMethods.ByName("SnapshotSave")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceSnapshotRestoreHandler := connect.NewClientStreamHandler(
+		ClusterServiceSnapshotRestoreProcedure,
+		svc.SnapshotRestore,
+		connect.WithSchema(clusterServiceMethods.ByName("SnapshotRestore")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tollgate.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceStatusProcedure:
 			clusterServiceStatusHandler.ServeHTTP(w, r)
+		case ClusterServiceJoinProcedure:
+			clusterServiceJoinHandler.ServeHTTP(w, r)
+		case ClusterServiceRemoveServerProcedure:
+			clusterServiceRemoveServerHandler.ServeHTTP(w, r)
+		case ClusterServiceTransferLeadershipProcedure:
+			clusterServiceTransferLeadershipHandler.ServeHTTP(w, r)
+		case ClusterServiceSnapshotSaveProcedure:
+			clusterServiceSnapshotSaveHandler.ServeHTTP(w, r)
+		case ClusterServiceSnapshotRestoreProcedure:
+			clusterServiceSnapshotRestoreHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -107,4 +255,24 @@ type UnimplementedClusterServiceHandler struct{}
 
 func (UnimplementedClusterServiceHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.ClusterService.Status is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.ClusterService.Join is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) RemoveServer(context.Context, *connect.Request[v1.RemoveServerRequest]) (*connect.Response[v1.RemoveServerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.ClusterService.RemoveServer is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.ClusterService.TransferLeadership is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) SnapshotSave(context.Context, *connect.Request[v1.SnapshotSaveRequest], *connect.ServerStream[v1.SnapshotSaveResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.ClusterService.SnapshotSave is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) SnapshotRestore(context.Context, *connect.ClientStream[v1.SnapshotRestoreRequest]) (*connect.Response[v1.SnapshotRestoreResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.ClusterService.SnapshotRestore is not implemented"))
 }

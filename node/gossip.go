@@ -1,0 +1,220 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Gossip (hashicorp/memberlist) only discovers servers and carries their
+// addresses; it never decides who votes. The leader reads it to add new
+// servers as non-voters, promote caught-up ones, and remove servers that stay
+// dead (membership.go).
+
+// gossipMeta is what every node tells the pool about itself (JSON, well
+// below memberlist's 512-byte limit).
+type gossipMeta struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft"`
+	APIAddr  string `json:"api"`
+	Version  string `json:"v,omitempty"`
+	// HasState: this node holds Raft state (bootstrapped or added); a fresh
+	// node seeing one never bootstraps a new cluster.
+	HasState bool `json:"state,omitempty"`
+	// Expect is the node's --bootstrap-expect.
+	Expect int `json:"expect,omitempty"`
+}
+
+// gossipMetaBytesMax bounds the metadata we accept from a pool member.
+const gossipMetaBytesMax = 512
+
+// gossipMember is one pool member as this node last heard of it.
+type gossipMember struct {
+	known bool // false for the zero value of a map miss
+	meta  gossipMeta
+	state memberlist.NodeStateType
+	addr  string
+}
+
+func (m gossipMember) alive() bool { return m.known && m.state == memberlist.StateAlive }
+
+func gossipStateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+type gossip struct {
+	ml *memberlist.Memberlist
+
+	mu      sync.Mutex
+	self    gossipMeta
+	members map[string]gossipMember // by node id
+	changed chan struct{}           // signalled (non-blocking) on every event
+	onMeta  func(gossipMeta)
+}
+
+// startGossip binds the pool at bindAddr and returns once it listens.
+func startGossip(bindAddr, advertise string, self gossipMeta, logOut io.Writer, onMeta func(gossipMeta), fast bool) (*gossip, error) {
+	host, portStr, err := net.SplitHostPort(bindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", bindAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: bad port", bindAddr)
+	}
+	g := &gossip{self: self, members: map[string]gossipMember{}, changed: make(chan struct{}, 1), onMeta: onMeta}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = self.ID
+	mc.BindAddr = host
+	if host == "" {
+		mc.BindAddr = "0.0.0.0"
+	}
+	mc.BindPort = port
+	if advertise != "" {
+		ah, ap, err := net.SplitHostPort(advertise)
+		if err != nil {
+			return nil, fmt.Errorf("gossip advertise address %q: %w", advertise, err)
+		}
+		if ips, err := net.LookupIP(ah); err == nil && len(ips) > 0 {
+			ah = ips[0].String()
+		}
+		mc.AdvertiseAddr = ah
+		mc.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	mc.Delegate = (*gossipDelegate)(g)
+	mc.Events = (*gossipEvents)(g)
+	mc.Logger = log.New(logOut, "memberlist: ", 0)
+	if fast {
+		// Tests on loopback: detect a dead node in about a second.
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.GossipInterval = 50 * time.Millisecond
+		mc.SuspicionMult = 2
+		mc.PushPullInterval = 2 * time.Second
+	}
+	// A node that restarts with the same name at a new address may take its
+	// name back at once.
+	mc.DeadNodeReclaimTime = time.Second
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip on %s: %w", bindAddr, err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// addr is the address the pool listens on.
+func (g *gossip) addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// join contacts the given pool members; it returns how many answered.
+func (g *gossip) join(addrs []string) (int, error) {
+	return g.ml.Join(addrs)
+}
+
+// setSelf updates this node's metadata and gossips it if it changed.
+func (g *gossip) setSelf(update func(*gossipMeta)) {
+	g.mu.Lock()
+	before := g.self
+	update(&g.self)
+	changed := g.self != before
+	g.mu.Unlock()
+	if changed {
+		g.ml.UpdateNode(5 * time.Second)
+	}
+}
+
+// view returns the members by id (including this node).
+func (g *gossip) view() map[string]gossipMember {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]gossipMember, len(g.members))
+	for id, m := range g.members {
+		out[id] = m
+	}
+	return out
+}
+
+// sortedAlive returns the metadata of alive members, by id.
+func (g *gossip) sortedAlive() []gossipMeta {
+	var out []gossipMeta
+	for _, m := range g.view() {
+		if m.alive() {
+			out = append(out, m.meta)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (g *gossip) leave() {
+	g.ml.Leave(2 * time.Second)
+	g.ml.Shutdown()
+}
+
+func (g *gossip) shutdown() { g.ml.Shutdown() }
+
+func (g *gossip) record(n *memberlist.Node) {
+	var meta gossipMeta
+	if len(n.Meta) > 0 && len(n.Meta) <= gossipMetaBytesMax {
+		if err := json.Unmarshal(n.Meta, &meta); err != nil {
+			meta = gossipMeta{}
+		}
+	}
+	if meta.ID == "" {
+		meta.ID = n.Name
+	}
+	g.mu.Lock()
+	g.members[n.Name] = gossipMember{known: true, meta: meta, state: n.State, addr: n.Address()}
+	g.mu.Unlock()
+	if g.onMeta != nil && meta.APIAddr != "" {
+		g.onMeta(meta)
+	}
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+type gossipDelegate gossip
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	g := (*gossip)(d)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, err := json.Marshal(g.self)
+	if err != nil || len(b) > limit {
+		panic(fmt.Sprintf("node: gossip metadata of %d bytes exceeds %d", len(b), limit))
+	}
+	return b
+}
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type gossipEvents gossip
+
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { (*gossip)(e).record(n) }
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*gossip)(e).record(n) }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { (*gossip)(e).record(n) }
