@@ -45,6 +45,7 @@ type Config struct {
 	FastGossip        bool
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 	// ElectionTimeout (default 1s); see node.Config.
 	ElectionTimeout time.Duration
 	// RaftLogLevel is hashicorp/raft's log level (default "error").
@@ -103,6 +104,7 @@ func Start(cfg Config) (*Server, error) {
 		Version:           cfg.Version,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
+		TrailingLogs:      cfg.TrailingLogs,
 		RaftLogLevel:      cfg.RaftLogLevel,
 		ElectionTimeout:   cfg.ElectionTimeout,
 		Clock:             cfg.Clock,

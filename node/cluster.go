@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // Status is this node's view of the cluster.
 type Status struct {
 	NodeID, State, LeaderID, LeaderRaftAddr, LeaderAPIAddr, APIAddr, Version string
-	Term, CommitIndex, AppliedIndex, LastLogIndex                            uint64
+	Term, CommitIndex, AppliedIndex, LastLogIndex, LastSnapshotIndex         uint64
 	LastLogTimeMs                                                            int64
 	// Members are the servers of the Raft configuration.
 	Members []Member
@@ -60,6 +61,7 @@ func (n *Node) Status(ctx context.Context, opts StatusOptions) (Status, error) {
 		LastLogIndex:   n.raft.LastIndex(),
 		LastLogTimeMs:  n.machine.LastLogTimeMs(),
 	}
+	st.LastSnapshotIndex, _ = strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
 	n.mu.Lock()
 	st.LeaderAPIAddr = n.apiAddrs[string(leaderID)]
 	n.mu.Unlock()

@@ -59,6 +59,7 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	if err := f.machine.Restore(rc); err != nil {
 		return err
 	}
+	f.metrics.restores.Inc()
 	f.applied.set(f.machine.AppliedIndex())
 	return nil
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	proposeSeconds   prometheus.Histogram
 	forwarded        prometheus.Counter
 	storeBatches     prometheus.Histogram
+	restores         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,9 +45,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Log entries written by each log-store write (one bbolt transaction, one fsync).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		restores: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_snapshot_restores_total",
+			Help: "Snapshots restored into the state machine (at start, installed from the leader, or uploaded).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.entries, m.commandsPerEntry, m.decisions, m.proposeSeconds, m.forwarded, m.storeBatches)
+		reg.MustRegister(m.entries, m.commandsPerEntry, m.decisions, m.proposeSeconds, m.forwarded, m.storeBatches, m.restores)
 	}
 	return m
 }

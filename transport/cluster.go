@@ -47,6 +47,7 @@ func (h *clusterHandler) Status(ctx context.Context, req *connect.Request[tollga
 		Version:              st.Version,
 		ApiAddr:              st.APIAddr,
 		LastAppliedLogTimeMs: st.LastLogTimeMs,
+		LastSnapshotIndex:    st.LastSnapshotIndex,
 	}
 	for _, m := range st.Members {
 		out.Members = append(out.Members, memberToWire(m))

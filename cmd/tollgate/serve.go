@@ -33,6 +33,7 @@ type serveFlags struct {
 	fastMembership    bool
 	snapshotThreshold uint64
 	snapshotInterval  time.Duration
+	trailingLogs      uint64
 	logLevel          string
 	logFormat         string
 	shutdownTimeout   time.Duration
@@ -93,6 +94,7 @@ health and reflection.`,
 	fl.BoolVar(&f.fastMembership, "fast-membership", false, "tests on one host: detect dead gossip members in about a second and reconcile every 200ms")
 	fl.MarkHidden("fast-membership")
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
+	fl.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot install")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -118,6 +120,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	if f.snapshotThreshold == 0 {
 		return fmt.Errorf("--snapshot-threshold must be at least 1")
+	}
+	if f.trailingLogs == 0 {
+		return fmt.Errorf("--trailing-logs must be at least 1")
 	}
 	if f.bootstrapExpect < 0 || f.bootstrapExpect > 9 {
 		return fmt.Errorf("--bootstrap-expect must be between 0 and 9, not %d", f.bootstrapExpect)
@@ -156,6 +161,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		ReconcileInterval: reconcileInterval(f.fastMembership),
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,
+		TrailingLogs:      f.trailingLogs,
 		RaftLogLevel:      raftLogLevel(f.logLevel),
 		Version:           version,
 		Logger:            logger,

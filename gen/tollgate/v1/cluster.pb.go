@@ -242,9 +242,12 @@ type StatusResponse struct {
 	LastAppliedLogTimeMs int64  `protobuf:"varint,13,opt,name=last_applied_log_time_ms,json=lastAppliedLogTimeMs,proto3" json:"last_applied_log_time_ms,omitempty"`
 	LeaderApiAddr        string `protobuf:"bytes,14,opt,name=leader_api_addr,json=leaderApiAddr,proto3" json:"leader_api_addr,omitempty"`
 	// Gossip members not (yet) in the Raft configuration.
-	GossipOnly    []*Member `protobuf:"bytes,15,rep,name=gossip_only,json=gossipOnly,proto3" json:"gossip_only,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GossipOnly []*Member `protobuf:"bytes,15,rep,name=gossip_only,json=gossipOnly,proto3" json:"gossip_only,omitempty"`
+	// Index of this node's newest Raft snapshot (0 when none); log entries up
+	// to it minus the trailing logs may be compacted away.
+	LastSnapshotIndex uint64 `protobuf:"varint,16,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -380,6 +383,13 @@ func (x *StatusResponse) GetGossipOnly() []*Member {
 		return x.GossipOnly
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetLastSnapshotIndex() uint64 {
+	if x != nil {
+		return x.LastSnapshotIndex
+	}
+	return 0
 }
 
 type JoinRequest struct {
@@ -859,7 +869,7 @@ const file_tollgate_v1_cluster_proto_rawDesc = "" +
 	" \x01(\x04R\fappliedIndex\x12$\n" +
 	"\x0elast_log_index\x18\v \x01(\x04R\flastLogIndex\x12\x10\n" +
 	"\x03lag\x18\f \x01(\x04R\x03lag\x12\x18\n" +
-	"\aversion\x18\r \x01(\tR\aversion\"\xa1\x04\n" +
+	"\aversion\x18\r \x01(\tR\aversion\"\xd1\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -878,7 +888,8 @@ const file_tollgate_v1_cluster_proto_rawDesc = "" +
 	"\x18last_applied_log_time_ms\x18\r \x01(\x03R\x14lastAppliedLogTimeMs\x12&\n" +
 	"\x0fleader_api_addr\x18\x0e \x01(\tR\rleaderApiAddr\x124\n" +
 	"\vgossip_only\x18\x0f \x03(\v2\x13.tollgate.v1.MemberR\n" +
-	"gossipOnly\"#\n" +
+	"gossipOnly\x12.\n" +
+	"\x13last_snapshot_index\x18\x10 \x01(\x04R\x11lastSnapshotIndex\"#\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05addrs\x18\x01 \x03(\tR\x05addrs\"&\n" +
 	"\fJoinResponse\x12\x16\n" +

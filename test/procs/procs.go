@@ -1,0 +1,465 @@
+// Package procs runs real tollgate processes for integration and fault tests:
+// it builds the binary once, starts N nodes on loopback (or each in its own
+// network namespace, so that links between nodes can really be cut), and
+// kills, stops, pauses and restarts them. Nothing here fakes a part of
+// tollgate; it only drives the real binary.
+package procs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
+	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds ./cmd/tollgate once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("", "tollgate-procs-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tollgate")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/tollgate")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/tollgate: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Poll calls cond every interval until it returns true or timeout passes.
+func Poll(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			return cond()
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// FreePort returns a loopback port that is free for both TCP and UDP (gossip
+// uses both on one port).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		udp, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		ln.Close()
+		if err == nil {
+			udp.Close()
+			return port
+		}
+	}
+	t.Fatal("no free TCP+UDP port")
+	return 0
+}
+
+// Node is one tollgate server process.
+type Node struct {
+	ID         string
+	Host       string // IP the node listens on
+	APIAddr    string
+	RaftAddr   string
+	GossipAddr string
+	DataDir    string
+	// Args are the serve flags (set by the cluster; tests may append).
+	Args []string
+
+	netns string
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+	err   error
+	log   *ringLog
+}
+
+// Running reports whether the process is up (started and not exited).
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Options configure a Cluster.
+type Options struct {
+	// Netns runs every node in its own network namespace behind a bridge
+	// (needs root and iproute2), so Partition can cut links for real.
+	Netns bool
+	// Extra flags for every node's serve command.
+	Extra []string
+	// ElectionTimeout for every node (default 500ms).
+	ElectionTimeout time.Duration
+}
+
+// Cluster is a set of nodes started with --bootstrap-expect len(nodes).
+type Cluster struct {
+	t     testing.TB
+	bin   string
+	dir   string
+	opts  Options
+	net   *bridge
+	Nodes []*Node
+}
+
+// NewCluster prepares n nodes (not started) that bootstrap together.
+func NewCluster(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	if opts.ElectionTimeout == 0 {
+		opts.ElectionTimeout = 500 * time.Millisecond
+	}
+	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir(), opts: opts}
+	if opts.Netns {
+		c.net = newBridge(t)
+	}
+	for i := 0; i < n; i++ {
+		c.Nodes = append(c.Nodes, c.newNode(i))
+	}
+	var gossip []string
+	for _, node := range c.Nodes {
+		gossip = append(gossip, node.GossipAddr)
+	}
+	for _, node := range c.Nodes {
+		node.Args = append(node.Args, "--bootstrap-expect", strconv.Itoa(n), "--join", strings.Join(gossip, ","))
+	}
+	t.Cleanup(func() {
+		for _, node := range c.Nodes {
+			c.Kill(node)
+		}
+		if t.Failed() {
+			for _, node := range c.Nodes {
+				t.Logf("--- last log lines of %s ---\n%s", node.ID, node.log.String())
+			}
+		}
+	})
+	return c
+}
+
+func (c *Cluster) newNode(i int) *Node {
+	id := "n" + strconv.Itoa(i+1)
+	n := &Node{ID: id, DataDir: filepath.Join(c.dir, id), log: newRingLog(200)}
+	if c.net != nil {
+		n.netns, n.Host = c.net.addHost(c.t, id, i)
+		n.APIAddr = net.JoinHostPort(n.Host, "7070")
+		n.RaftAddr = net.JoinHostPort(n.Host, "7071")
+		n.GossipAddr = net.JoinHostPort(n.Host, "7072")
+	} else {
+		n.Host = "127.0.0.1"
+		n.APIAddr = net.JoinHostPort(n.Host, strconv.Itoa(FreePort(c.t)))
+		n.RaftAddr = net.JoinHostPort(n.Host, strconv.Itoa(FreePort(c.t)))
+		n.GossipAddr = net.JoinHostPort(n.Host, strconv.Itoa(FreePort(c.t)))
+	}
+	n.Args = append([]string{"serve", "--node-id", id, "--data-dir", n.DataDir, "--api-addr", n.APIAddr,
+		"--raft-addr", n.RaftAddr, "--gossip-addr", n.GossipAddr, "--fast-membership",
+		"--election-timeout", c.opts.ElectionTimeout.String(), "--log-level", "info"}, c.opts.Extra...)
+	return n
+}
+
+// AddNode prepares one more node that joins the cluster's gossip pool (it
+// does not bootstrap); the leader adds it as a non-voter and promotes it.
+func (c *Cluster) AddNode() *Node {
+	n := c.newNode(len(c.Nodes))
+	var gossip []string
+	for _, other := range c.Nodes {
+		gossip = append(gossip, other.GossipAddr)
+	}
+	n.Args = append(n.Args, "--join", strings.Join(gossip, ","))
+	c.Nodes = append(c.Nodes, n)
+	return n
+}
+
+// StartAll starts every node that is not running.
+func (c *Cluster) StartAll() {
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			c.Start(n)
+		}
+	}
+}
+
+// Start runs the node's process (again, on the same data dir).
+func (c *Cluster) Start(n *Node) {
+	c.t.Helper()
+	args := n.Args
+	name := c.bin
+	if n.netns != "" {
+		args = append([]string{"netns", "exec", n.netns, c.bin}, args...)
+		name = "ip"
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = n.log
+	cmd.Stderr = n.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", n.ID, err)
+	}
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.cmd, n.done, n.err = cmd, done, nil
+	n.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		n.mu.Lock()
+		n.err = err
+		n.mu.Unlock()
+		close(done)
+	}()
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (c *Cluster) Kill(n *Node) { c.signal(n, syscall.SIGKILL, true) }
+
+// Stop sends SIGTERM and waits (bounded) for a clean exit.
+func (c *Cluster) Stop(n *Node) error {
+	c.signal(n, syscall.SIGTERM, true)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.err
+}
+
+// Pause stops the process with SIGSTOP; Resume continues it.
+func (c *Cluster) Pause(n *Node)  { c.signal(n, syscall.SIGSTOP, false) }
+func (c *Cluster) Resume(n *Node) { c.signal(n, syscall.SIGCONT, false) }
+
+func (c *Cluster) signal(n *Node, sig syscall.Signal, wait bool) {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	pid := cmd.Process.Pid
+	if n.netns != "" {
+		// `ip netns exec` execs the binary, so the pid is the server's.
+		pid = cmd.Process.Pid
+	}
+	syscall.Kill(pid, sig)
+	if !wait {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// Status asks a node for its status (with progress and state hash if asked).
+func (c *Cluster) Status(n *Node, progress, hash bool) (*tollgatev1.StatusResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cl := tollgatev1connect.NewClusterServiceClient(http.DefaultClient, "http://"+n.APIAddr)
+	resp, err := cl.Status(ctx, connect.NewRequest(&tollgatev1.StatusRequest{IncludeProgress: progress, IncludeStateHash: hash}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// Leader returns the node that a majority of the running nodes name as
+// leader and that says it leads, or nil.
+func (c *Cluster) Leader() *Node {
+	votes := map[string]int{}
+	running := 0
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		running++
+		if st, err := c.Status(n, false, false); err == nil && st.LeaderId != "" {
+			votes[st.LeaderId]++
+		}
+	}
+	for id, v := range votes {
+		if v*2 > running {
+			for _, n := range c.Nodes {
+				if n.ID == id && n.Running() {
+					if st, err := c.Status(n, false, false); err == nil && st.State == "Leader" {
+						return n
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// WaitLeader polls until a leader is agreed and serves linearizable reads,
+// and returns it.
+func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
+	c.t.Helper()
+	var leader *Node
+	ok := Poll(timeout, 50*time.Millisecond, func() bool {
+		leader = c.Leader()
+		return leader != nil && c.ready(leader)
+	})
+	if !ok {
+		c.t.Fatalf("no leader within %s", timeout)
+	}
+	return leader
+}
+
+// ready: the node answers a linearizable read.
+func (c *Cluster) ready(n *Node) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cl := tollgatev1connect.NewBudgetServiceClient(http.DefaultClient, "http://"+n.APIAddr)
+	_, err := cl.ListBudgets(ctx, connect.NewRequest(&tollgatev1.ListBudgetsRequest{Tenant: "probe"}))
+	return err == nil
+}
+
+// WaitVoters polls until the leader's configuration has exactly these voters.
+func (c *Cluster) WaitVoters(timeout time.Duration, ids ...string) {
+	c.t.Helper()
+	want := strings.Join(ids, ",")
+	var got string
+	ok := Poll(timeout, 100*time.Millisecond, func() bool {
+		leader := c.Leader()
+		if leader == nil {
+			return false
+		}
+		st, err := c.Status(leader, false, false)
+		if err != nil {
+			return false
+		}
+		var voters []string
+		for _, m := range st.Members {
+			if m.Suffrage == "Voter" {
+				voters = append(voters, m.Id)
+			}
+		}
+		got = strings.Join(voters, ",")
+		return got == want
+	})
+	if !ok {
+		c.t.Fatalf("voters %q, want %q within %s", got, want, timeout)
+	}
+}
+
+// WaitConverged polls until every given running node reports the same
+// applied index and the same state hash, and returns them.
+func (c *Cluster) WaitConverged(timeout time.Duration, nodes ...*Node) (string, uint64) {
+	c.t.Helper()
+	var hash string
+	var index uint64
+	var last string
+	ok := Poll(timeout, 100*time.Millisecond, func() bool {
+		hash, index = "", 0
+		var seen []string
+		for i, n := range nodes {
+			st, err := c.Status(n, false, true)
+			if err != nil {
+				last = fmt.Sprintf("%s: %v", n.ID, err)
+				return false
+			}
+			seen = append(seen, fmt.Sprintf("%s@%d=%.12s", n.ID, st.AppliedIndex, st.StateHash))
+			if i == 0 {
+				hash, index = st.StateHash, st.AppliedIndex
+			} else if st.StateHash != hash || st.AppliedIndex != index {
+				last = strings.Join(seen, " ")
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		c.t.Fatalf("replicas did not converge within %s: %s", timeout, last)
+	}
+	return hash, index
+}
+
+// APIAddrs lists the nodes' API addresses.
+func (c *Cluster) APIAddrs(nodes ...*Node) []string {
+	if len(nodes) == 0 {
+		nodes = c.Nodes
+	}
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.APIAddr)
+	}
+	return out
+}
+
+// ringLog keeps the last lines a process printed.
+type ringLog struct {
+	mu    sync.Mutex
+	lines []string
+	max   int
+	part  string
+}
+
+func newRingLog(max int) *ringLog { return &ringLog{max: max} }
+
+func (r *ringLog) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	parts := strings.Split(r.part+string(p), "\n")
+	r.part = parts[len(parts)-1]
+	r.lines = append(r.lines, parts[:len(parts)-1]...)
+	if len(r.lines) > r.max {
+		r.lines = r.lines[len(r.lines)-r.max:]
+	}
+	return len(p), nil
+}
+
+func (r *ringLog) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.lines, "\n") + r.part
+}
+
+var _ io.Writer = (*ringLog)(nil)
