@@ -3,10 +3,10 @@ package cluster_test
 import (
 	"bufio"
 	"context"
-	"strconv"
-	"strings"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,8 +14,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/client"
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/test/procs"
 )
 

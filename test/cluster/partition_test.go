@@ -9,8 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/client"
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/test/procs"
 )
 
