@@ -21,7 +21,7 @@ TEST_TIMEOUT ?= 12m
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run build test lint generate check-generate tools deps clean help
+.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down
 
 all: build
 
@@ -75,3 +75,49 @@ deps: ## install gcc (the race detector needs cgo) with apt-get when missing
 
 clean: ## remove ./bin and the dev data dir
 	rm -rf $(BIN) ./data
+
+# --- containers (deploy/) ---------------------------------------------------
+# The image is FROM scratch around a static linux binary built here: no
+# registry is needed (deploy/DESIGN.md).
+
+IMAGE ?= tollgate:dev
+CLUSTER_PROJECT ?= tollgate
+# Bound on how long cluster-up waits for 3 voters and a leader.
+CLUSTER_WAIT_SECONDS ?= 60
+# `docker compose` (v2) when installed, else docker-compose (v1). Decided on
+# first use, so targets that never use it never run docker.
+ifndef COMPOSE
+COMPOSE = $(eval COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose))$(COMPOSE)
+endif
+CLUSTER = TOLLGATE_IMAGE=$(IMAGE) $(COMPOSE) -p $(CLUSTER_PROJECT) -f deploy/compose.yaml
+
+image: ## build the FROM-scratch image tollgate:dev (IMAGE=...) around a static bin/tollgate-linux
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tollgate-linux ./cmd/tollgate
+	@# The context holds only the binary and an empty data/ (the volume's
+	@# mount point, owned by the image's user), not the repository.
+	@ctx=$$(mktemp -d); trap 'rm -rf "$$ctx"' EXIT; \
+	cp $(BIN)/tollgate-linux "$$ctx/tollgate"; mkdir "$$ctx/data"; \
+	docker build -t $(IMAGE) -f deploy/Dockerfile "$$ctx"
+
+cluster-up: image ## start a 3-node cluster in Docker (deploy/compose.yaml), wait for a leader, print where it is
+	$(CLUSTER) up -d
+	@echo "waiting up to $(CLUSTER_WAIT_SECONDS)s for 3 voters and a leader"; \
+	deadline=$$((SECONDS + $(CLUSTER_WAIT_SECONDS))); \
+	while :; do \
+		st=$$($(CLUSTER) exec -T n1 /tollgate cluster status --addr 127.0.0.1:7070 --output json 2>&1) || true; \
+		voters=$$(grep -o '"suffrage": *"Voter"' <<<"$$st" | wc -l || true); \
+		leaders=$$(grep -o '"leader": *true' <<<"$$st" | wc -l || true); \
+		if [ "$$voters" -eq 3 ] && [ "$$leaders" -eq 1 ]; then break; fi; \
+		if [ "$$SECONDS" -ge "$$deadline" ]; then \
+			echo "no leader with 3 voters after $(CLUSTER_WAIT_SECONDS)s; last answer from n1:"; echo "$$st"; \
+			$(CLUSTER) ps; $(CLUSTER) logs --no-color --tail 20; exit 1; fi; \
+		sleep 1; \
+	done
+	@$(CLUSTER) exec -T n1 /tollgate cluster status --addr 127.0.0.1:7070
+	@echo; echo "API (Connect, gRPC, JSON) of each node on this host:"; \
+	for n in n1 n2 n3; do echo "  $$n  http://$$($(CLUSTER) port $$n 7070)"; done; \
+	echo "try:  curl -s http://$$($(CLUSTER) port n2 7070)/tollgate.v1.ClusterService/Status -H 'content-type: application/json' -d '{}'"; \
+	echo "stop: make cluster-down (deletes the data volumes)"
+
+cluster-down: ## stop the Docker cluster and delete its data volumes
+	$(CLUSTER) down -v

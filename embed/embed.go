@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -82,9 +83,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on API address %s: %w", cfg.APIAddr, err)
 	}
-	apiAddr := ln.Addr().String()
-	if cfg.APIAdvertise != "" {
-		apiAddr = cfg.APIAdvertise
+	apiAddr := cfg.APIAdvertise
+	if apiAddr == "" {
+		apiAddr = advertisedAPIAddr(ln.Addr().String(), cfg.RaftAdvertise, cfg.RaftAddr)
 	}
 	n, err := node.New(node.Config{
 		NodeID:            cfg.NodeID,
@@ -139,4 +140,28 @@ func (s *Server) Close(ctx context.Context) error {
 		s.closeErr = errors.Join(apiErr, s.Node.Shutdown())
 	})
 	return s.closeErr
+}
+
+// advertisedAPIAddr is the API address other nodes and clients are told when
+// none was given: the bound one, or, when it is a wildcard ("[::]:7070"), the
+// Raft address's host with the API port, or this host's name.
+func advertisedAPIAddr(bound, raftAdvertise, raftAddr string) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return bound
+	}
+	for _, r := range []string{raftAdvertise, raftAddr} {
+		if h, _, err := net.SplitHostPort(r); err == nil && h != "" {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				return net.JoinHostPort(h, port)
+			}
+		}
+	}
+	if name, err := os.Hostname(); err == nil {
+		return net.JoinHostPort(name, port)
+	}
+	return bound
 }

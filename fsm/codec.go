@@ -47,6 +47,7 @@ func init() {
 	registerCommand(TypeUpdatePolicy, func() Command { return &UpdatePolicy{} })
 	registerCommand(TypeDeletePolicy, func() Command { return &DeletePolicy{} })
 	registerCommand(TypeRateCheck, func() Command { return &RateCheck{} })
+	registerCommand(TypeMarkServerRemoved, func() Command { return &MarkServerRemoved{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

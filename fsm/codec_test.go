@@ -50,6 +50,7 @@ func minimalCommands() []fsm.Command {
 		&fsm.UpdatePolicy{Tenant: tenant, Fields: fsm.UpdateBurst, Policy: fsm.PolicySpec{ID: "p", Burst: 2}},
 		&fsm.DeletePolicy{Tenant: tenant, PolicyID: "p"},
 		&fsm.RateCheck{Tenant: tenant, PolicyID: "p", Key: "k", Cost: 1},
+		&fsm.MarkServerRemoved{ID: "n2", Incarnation: "3f2a"},
 	}
 }
 
@@ -74,7 +75,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		}
 		seen[c.Type()] = true
 	}
-	for typ := fsm.TypeNoop; typ <= fsm.TypeRateCheck; typ++ {
+	for typ := fsm.TypeNoop; typ <= fsm.TypeMarkServerRemoved; typ++ {
 		if !seen[typ] {
 			t.Errorf("command type %d has no round-trip sample", typ)
 		}
@@ -86,7 +87,7 @@ func TestCommandTypeNumbersAreStable(t *testing.T) {
 	want := map[fsm.CommandType]fsm.Command{
 		1: &fsm.Noop{}, 2: &fsm.CreateBudget{}, 3: &fsm.UpdateBudget{}, 4: &fsm.DeleteBudget{}, 5: &fsm.Consume{},
 		6: &fsm.ConsumeAtomic{}, 7: &fsm.Reserve{}, 8: &fsm.Commit{}, 9: &fsm.Release{}, 10: &fsm.CreatePolicy{},
-		11: &fsm.UpdatePolicy{}, 12: &fsm.DeletePolicy{}, 13: &fsm.RateCheck{},
+		11: &fsm.UpdatePolicy{}, 12: &fsm.DeletePolicy{}, 13: &fsm.RateCheck{}, 14: &fsm.MarkServerRemoved{},
 	}
 	for typ, c := range want {
 		if c.Type() != typ {
@@ -109,7 +110,7 @@ func TestDecodeCommandRejects(t *testing.T) {
 	}{
 		{"empty", nil, "empty command"},
 		{"type 0", []byte{0, 0x80}, "unknown command type 0"},
-		{"type 14", []byte{14, 0x80}, "unknown command type 14"},
+		{"type 15", []byte{15, 0x80}, "unknown command type 15"},
 		{"type 255", []byte{255, 0x80}, "unknown command type 255"},
 		{"no body", []byte{byte(fsm.TypeConsume)}, "decode command type 5"},
 		{"trailing bytes", append(append([]byte(nil), consume...), 0xc0), "trailing"},

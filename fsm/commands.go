@@ -5,20 +5,21 @@ package fsm
 type CommandType uint8
 
 const (
-	_                 CommandType = iota
-	TypeNoop                      // 1: barrier; changes nothing
-	TypeCreateBudget              // 2
-	TypeUpdateBudget              // 3
-	TypeDeleteBudget              // 4
-	TypeConsume                   // 5
-	TypeConsumeAtomic             // 6: all-or-nothing batch of consumes
-	TypeReserve                   // 7
-	TypeCommit                    // 8
-	TypeRelease                   // 9
-	TypeCreatePolicy              // 10
-	TypeUpdatePolicy              // 11
-	TypeDeletePolicy              // 12
-	TypeRateCheck                 // 13
+	_                     CommandType = iota
+	TypeNoop                          // 1: barrier; changes nothing
+	TypeCreateBudget                  // 2
+	TypeUpdateBudget                  // 3
+	TypeDeleteBudget                  // 4
+	TypeConsume                       // 5
+	TypeConsumeAtomic                 // 6: all-or-nothing batch of consumes
+	TypeReserve                       // 7
+	TypeCommit                        // 8
+	TypeRelease                       // 9
+	TypeCreatePolicy                  // 10
+	TypeUpdatePolicy                  // 11
+	TypeDeletePolicy                  // 12
+	TypeRateCheck                     // 13
+	TypeMarkServerRemoved             // 14: an admin removed a server from Raft
 )
 
 // Command is one decoded command. Every command carries its tenant and an
@@ -215,6 +216,19 @@ type RateCheck struct {
 	Cost      int64  `msgpack:"c"`
 	Priority  uint32 `msgpack:"y,omitempty"`
 }
+
+// MarkServerRemoved records that an admin removed a server (one data
+// directory, named by its incarnation) from the Raft configuration, so that no
+// later leader adds it back from gossip. A server started again with a fresh
+// data directory has a new incarnation and may join.
+type MarkServerRemoved struct {
+	ID          string `msgpack:"id"`
+	Incarnation string `msgpack:"in"`
+}
+
+func (*MarkServerRemoved) Type() CommandType { return TypeMarkServerRemoved }
+
+func (*MarkServerRemoved) idempotencyKey() (string, string) { return "", "" }
 
 func (*Noop) Type() CommandType          { return TypeNoop }
 func (*CreateBudget) Type() CommandType  { return TypeCreateBudget }

@@ -41,6 +41,9 @@ const (
 	CustomPeriodMaxMs int64 = 10 * 366 * 24 * 3600 * 1000
 	// PriorityScalesMax bounds a policy's priority scales.
 	PriorityScalesMax = 16
+	// RemovedServersMax bounds the remembered admin removals (oldest first
+	// out).
+	RemovedServersMax = 1000
 	// TimezoneBytesMax bounds an IANA zone name.
 	TimezoneBytesMax = 64
 )

@@ -106,6 +106,9 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 	switch c := c.(type) {
 	case *Noop:
 		return Result{}
+	case *MarkServerRemoved:
+		s.markServerRemoved(ctx, c)
+		return Result{}
 	case *CreateBudget:
 		return s.createBudget(ctx, c)
 	case *UpdateBudget:

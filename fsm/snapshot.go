@@ -31,6 +31,7 @@ const (
 	recPolicy  byte = 4
 	recRateKey byte = 5
 	recIdem    byte = 6
+	recRemoved byte = 7
 	recTrailer byte = 255
 )
 
@@ -131,6 +132,9 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 	}
 	for _, r := range s.idem.records() {
 		rw.write(recIdem, r)
+	}
+	for _, r := range s.removedServers {
+		rw.write(recRemoved, r)
 	}
 	rw.write(recTrailer, snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
 		RateKeys: s.rateKeys, Idem: s.idem.len()})
@@ -270,6 +274,15 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 			return err
 		}
 		s.idem.put(rec)
+	case recRemoved:
+		var r RemovedServer
+		if err := decodeMsgpack(body, &r); err != nil {
+			return err
+		}
+		if len(s.removedServers) >= RemovedServersMax {
+			return fmt.Errorf("more than %d removed-server records", RemovedServersMax)
+		}
+		s.removedServers = append(s.removedServers, r)
 	default:
 		return fmt.Errorf("unknown snapshot record type %d", typ)
 	}

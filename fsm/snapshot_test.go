@@ -380,7 +380,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"bad magic", append([]byte("TGSNAQ"), snap[len(snapshotMagic):]...), "not a tollgate snapshot"},
 		{"lower-case magic", append([]byte("tgsnap"), snap[len(snapshotMagic):]...), "not a tollgate snapshot"},
 		{"magic only", []byte(snapshotMagic), "truncated"},
-		{"unknown record type", buildSnapshot(withRecord(1, record{typ: 7, body: []byte{0x80}})), "unknown snapshot record type 7"},
+		{"unknown record type", buildSnapshot(withRecord(1, record{typ: 8, body: []byte{0x80}})), "unknown snapshot record type 8"},
 		{"unknown record type 0", buildSnapshot(withRecord(2, record{typ: 0, body: []byte{0x80}})), "unknown snapshot record type 0"},
 		{"no header", buildSnapshot(records[1:]), "header"},
 		{"two headers", buildSnapshot(withRecord(1, records[0])), "header"},
@@ -422,5 +422,34 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 	}
 	if err := h.m.Restore(bytes.NewReader(snap)); err != nil {
 		t.Fatalf("the intact snapshot: %v", err)
+	}
+}
+
+// Admin removals of servers are replicated state: they survive a snapshot
+// and are bounded.
+func TestRemovedServersThroughSnapshot(t *testing.T) {
+	h := newHarness(t)
+	h.ok(t0, &fsm.MarkServerRemoved{ID: "n2", Incarnation: "aaa"})
+	h.ok(t0, &fsm.MarkServerRemoved{ID: "n5"})
+	h.fail(t0, &fsm.MarkServerRemoved{ID: ""}, fsm.CodeInvalidArgument)
+	for _, m := range []*fsm.Machine{h.m, h.restoredCopy().m} {
+		m.Read(0, func(v fsm.View) error {
+			if !v.ServerRemoved("n2", "aaa") || v.ServerRemoved("n2", "bbb") || !v.ServerRemoved("n5", "any") || v.ServerRemoved("n3", "aaa") {
+				t.Error("removed-server lookups are wrong")
+			}
+			return nil
+		})
+	}
+	for i := 0; i < fsm.RemovedServersMax+5; i++ {
+		h.ok(t0, &fsm.MarkServerRemoved{ID: fmt.Sprintf("x%d", i)})
+	}
+	h.m.Read(0, func(v fsm.View) error {
+		if v.ServerRemoved("n2", "aaa") || !v.ServerRemoved(fmt.Sprintf("x%d", fsm.RemovedServersMax+4), "") {
+			t.Error("the oldest removals are not the ones dropped at the bound")
+		}
+		return nil
+	})
+	if !bytes.Equal(h.snapshot(), h.restoredCopy().snapshot()) {
+		t.Fatal("snapshot with removals does not round-trip")
 	}
 }

@@ -163,6 +163,9 @@ type state struct {
 	tenantPolicies tenantIndex[*Policy]
 	rateKeys       int // live counters across all policies
 
+	// removedServers are admin removals in log order (RemovedServersMax).
+	removedServers []RemovedServer
+
 	holdExpiries expiryHeap[holdExpiry]
 	rateExpiries expiryHeap[rateExpiry]
 	idem         idempotencyTable
@@ -236,4 +239,19 @@ func (s *state) putPolicy(p *Policy) {
 func (s *state) removePolicy(p *Policy) {
 	delete(s.policies, objectKey{p.Tenant, p.Spec.ID})
 	s.tenantPolicies.remove(p.Tenant, p.Spec.ID)
+}
+
+// RemovedServer is one admin removal of a server from the Raft configuration.
+type RemovedServer struct {
+	ID          string `msgpack:"id"`
+	Incarnation string `msgpack:"in"`
+	AtMs        int64  `msgpack:"at"`
+	LogIndex    uint64 `msgpack:"i"`
+}
+
+func (s *state) markServerRemoved(ctx applyCtx, c *MarkServerRemoved) {
+	s.removedServers = append(s.removedServers, RemovedServer{ID: c.ID, Incarnation: c.Incarnation, AtMs: ctx.nowMs, LogIndex: ctx.index})
+	if len(s.removedServers) > RemovedServersMax {
+		s.removedServers = append([]RemovedServer(nil), s.removedServers[len(s.removedServers)-RemovedServersMax:]...)
+	}
 }

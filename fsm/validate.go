@@ -187,7 +187,9 @@ func ValidatePolicySpec(p *PolicySpec) *Error { return validatePolicySpec(p) }
 // answer InvalidArgument before a command reaches the log.
 func Validate(c Command) *Error {
 	tenant, requestID := c.idempotencyKey()
-	if _, ok := c.(*Noop); !ok {
+	switch c.(type) {
+	case *Noop, *MarkServerRemoved: // cluster-level: no tenant
+	default:
 		if err := ValidateID("tenant", tenant); err != nil {
 			return err
 		}
@@ -197,6 +199,14 @@ func Validate(c Command) *Error {
 	}
 	switch c := c.(type) {
 	case *Noop:
+		return nil
+	case *MarkServerRemoved:
+		if err := ValidateID("id", c.ID); err != nil {
+			return err
+		}
+		if len(c.Incarnation) > IDBytesMax {
+			return invalidf("incarnation is %d bytes long; at most %d", len(c.Incarnation), IDBytesMax)
+		}
 		return nil
 	case *CreateBudget:
 		return ValidateBudgetSpec(&c.Budget)

@@ -150,3 +150,14 @@ func sortedKeys[T any](m map[string]T, after string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ServerRemoved reports whether an admin removed the server with this id and
+// incarnation (an empty recorded incarnation matches any).
+func (v View) ServerRemoved(id, incarnation string) bool {
+	for _, r := range v.s.removedServers {
+		if r.ID == id && (r.Incarnation == "" || r.Incarnation == incarnation) {
+			return true
+		}
+	}
+	return false
+}

@@ -29,6 +29,9 @@ type gossipMeta struct {
 	// HasState: this node holds Raft state (bootstrapped or added); a fresh
 	// node seeing one never bootstraps a new cluster.
 	HasState bool `json:"state,omitempty"`
+	// Incarnation names this node's data directory; an admin removal is
+	// remembered per incarnation.
+	Incarnation string `json:"inc,omitempty"`
 	// Expect is the node's --bootstrap-expect.
 	Expect int `json:"expect,omitempty"`
 }
@@ -61,7 +64,8 @@ func gossipStateName(s memberlist.NodeStateType) string {
 }
 
 type gossip struct {
-	ml *memberlist.Memberlist
+	ml       *memberlist.Memberlist
+	bindAddr string // the address the pool listens on, fixed at start
 
 	mu      sync.Mutex
 	self    gossipMeta
@@ -118,14 +122,13 @@ func startGossip(bindAddr, advertise string, self gossipMeta, logOut io.Writer, 
 		return nil, fmt.Errorf("gossip on %s: %w", bindAddr, err)
 	}
 	g.ml = ml
+	local := ml.LocalNode()
+	g.bindAddr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 	return g, nil
 }
 
 // addr is the address the pool listens on.
-func (g *gossip) addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *gossip) addr() string { return g.bindAddr }
 
 // join contacts the given pool members; it returns how many answered.
 func (g *gossip) join(addrs []string) (int, error) {
@@ -153,6 +156,17 @@ func (g *gossip) view() map[string]gossipMember {
 		out[id] = m
 	}
 	return out
+}
+
+// raftAddr returns the Raft address an alive member announces for itself.
+func (g *gossip) raftAddr(id string) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.members[id]
+	if !ok || !m.alive() || m.meta.RaftAddr == "" {
+		return "", false
+	}
+	return m.meta.RaftAddr, true
 }
 
 // sortedAlive returns the metadata of alive members, by id.

@@ -35,9 +35,6 @@ const (
 	// promoteLagMax: a non-voter is promoted once its applied index is within
 	// this many entries of the leader's commit index.
 	promoteLagMax = 64
-	// recentlyRemovedFor: a server an admin removed is not re-added from
-	// gossip for this long (it leaves the pool when it notices).
-	recentlyRemovedFor = time.Minute
 	// progressTimeout bounds one Progress call to a member.
 	progressTimeout = time.Second
 	// membershipChangeTimeout bounds one Raft configuration change.
@@ -48,12 +45,11 @@ const (
 type membership struct {
 	mu            sync.Mutex
 	missingSince  map[string]time.Time // raft servers not alive in gossip
-	removedAt     map[string]time.Time // removed by an admin
 	bootstrapDone bool
 }
 
 func newMembership() *membership {
-	return &membership{missingSince: map[string]time.Time{}, removedAt: map[string]time.Time{}}
+	return &membership{missingSince: map[string]time.Time{}}
 }
 
 // runMembership keeps gossip metadata current, bootstraps with
@@ -160,10 +156,36 @@ func (n *Node) reconcile() {
 	for _, s := range servers {
 		inConfig[string(s.ID)] = s
 	}
-	if n.addNewServers(pool, inConfig) || n.promoteCaughtUp(pool, servers) {
+	if n.updateAddresses(pool, servers) || n.addNewServers(pool, inConfig) || n.promoteCaughtUp(pool, servers) {
 		return
 	}
 	n.removeMissing(pool, servers)
+}
+
+// updateAddresses rewrites a server's address in the configuration when it
+// announces another one (Raft dials the announced one anyway; this keeps the
+// configuration, snapshots and status truthful).
+func (n *Node) updateAddresses(pool map[string]gossipMember, servers []raft.Server) bool {
+	for _, s := range servers {
+		m, ok := pool[string(s.ID)]
+		if !ok || !m.alive() || m.meta.RaftAddr == "" || m.meta.RaftAddr == string(s.Address) || string(s.ID) == n.cfg.NodeID {
+			continue
+		}
+		addr := raft.ServerAddress(m.meta.RaftAddr)
+		var f raft.IndexFuture
+		if s.Suffrage == raft.Voter {
+			f = n.raft.AddVoter(s.ID, addr, 0, membershipChangeTimeout)
+		} else {
+			f = n.raft.AddNonvoter(s.ID, addr, 0, membershipChangeTimeout)
+		}
+		if err := f.Error(); err != nil {
+			n.log.Warn("updating a server's address failed", "member", s.ID, "err", err)
+		} else {
+			n.log.Info("updated a server's Raft address", "member", s.ID, "from", s.Address, "to", addr)
+		}
+		return true
+	}
+	return false
 }
 
 func (n *Node) addNewServers(pool map[string]gossipMember, inConfig map[string]raft.Server) bool {
@@ -174,7 +196,7 @@ func (n *Node) addNewServers(pool map[string]gossipMember, inConfig map[string]r
 	sort.Strings(ids)
 	for _, id := range ids {
 		m := pool[id]
-		if _, ok := inConfig[id]; ok || !m.alive() || m.meta.RaftAddr == "" || n.recentlyRemoved(id) {
+		if _, ok := inConfig[id]; ok || !m.alive() || m.meta.RaftAddr == "" || n.removedByAdmin(id, m.meta.Incarnation) {
 			continue
 		}
 		err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.meta.RaftAddr), 0, membershipChangeTimeout).Error()
@@ -257,15 +279,15 @@ func (n *Node) removeMissing(pool map[string]gossipMember, servers []raft.Server
 	}
 }
 
-func (n *Node) recentlyRemoved(id string) bool {
-	n.members.mu.Lock()
-	defer n.members.mu.Unlock()
-	at, ok := n.members.removedAt[id]
-	if ok && time.Since(at) > recentlyRemovedFor {
-		delete(n.members.removedAt, id)
-		return false
-	}
-	return ok
+// removedByAdmin: the replicated state says an admin removed this server's
+// incarnation, so gossip must not bring it back.
+func (n *Node) removedByAdmin(id, incarnation string) bool {
+	removed := false
+	n.machine.Read(0, func(v fsm.View) error {
+		removed = v.ServerRemoved(id, incarnation)
+		return nil
+	})
+	return removed
 }
 
 // Join makes this node join the gossip pool at addrs.
@@ -277,17 +299,35 @@ func (n *Node) Join(addrs []string) (int, error) {
 }
 
 // RemoveServer removes a server from the Raft configuration (leader only).
-func (n *Node) RemoveServer(id string) (uint64, error) {
+// The removal is first recorded in the replicated state, with the server's
+// incarnation, so that no later leader re-adds it from gossip while the old
+// process lingers; a server restarted with a fresh data dir may join again.
+func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return 0, n.notLeader()
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return 0, err
+	}
+	found := false
+	for _, s := range cf.Configuration().Servers {
+		found = found || string(s.ID) == id
+	}
+	if !found {
+		return 0, &fsm.Error{Code: fsm.CodeNotFound, Message: fmt.Sprintf("server %q is not in the Raft configuration", id)}
+	}
+	incarnation := ""
+	if n.gossip != nil {
+		incarnation = n.gossip.view()[id].meta.Incarnation
+	}
+	if _, _, err := n.Propose(ctx, &fsm.MarkServerRemoved{ID: id, Incarnation: incarnation}); err != nil {
+		return 0, err
 	}
 	f := n.raft.RemoveServer(raft.ServerID(id), 0, membershipChangeTimeout)
 	if err := f.Error(); err != nil {
 		return 0, n.applyError(err)
 	}
-	n.members.mu.Lock()
-	n.members.removedAt[id] = time.Now()
-	n.members.mu.Unlock()
 	return f.Index(), nil
 }
 
@@ -296,6 +336,9 @@ func (n *Node) RemoveServer(id string) (uint64, error) {
 func (n *Node) TransferLeadership(ctx context.Context, id string) (string, error) {
 	if n.raft.State() != raft.Leader {
 		return "", n.notLeader()
+	}
+	if id == n.cfg.NodeID {
+		return id, nil // already there
 	}
 	var f raft.Future
 	if id == "" {

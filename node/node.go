@@ -5,6 +5,8 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +14,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -97,7 +101,7 @@ const (
 	entryCommandsMax = 4096
 	// entriesInFlightMax is how many entries may be in Raft at once; while
 	// they are, new proposals accumulate into the next (larger) entry.
-	entriesInFlightMax = 4
+	entriesInFlightMax = 2
 	// snapshotsRetained is how many snapshots are kept on disk.
 	snapshotsRetained = 2
 )
@@ -162,9 +166,11 @@ type Node struct {
 	metrics   *metrics
 	log       *slog.Logger
 	gossip    *gossip
-	peers     Peers
-	members   *membership
-	snaps     *raft.FileSnapshotStore
+	// gossipReady is gossip once started, for Raft's transport goroutines.
+	gossipReady atomic.Pointer[gossip]
+	peers       Peers
+	members     *membership
+	snaps       *raft.FileSnapshotStore
 
 	proposals chan *proposal
 	inflight  chan struct{} // semaphore of entriesInFlightMax
@@ -224,19 +230,56 @@ func New(cfg Config) (*Node, error) {
 }
 
 func (n *Node) startGossip() error {
-	self := gossipMeta{
-		ID:       n.cfg.NodeID,
-		RaftAddr: string(n.transport.LocalAddr()),
-		APIAddr:  n.cfg.APIAddr,
-		Version:  n.cfg.Version,
-		HasState: n.raft.LastIndex() > 0,
-		Expect:   n.cfg.BootstrapExpect,
+	incarnation, err := loadIncarnation(n.cfg.DataDir)
+	if err != nil {
+		return err
 	}
-	var err error
+	self := gossipMeta{
+		Incarnation: incarnation,
+		ID:          n.cfg.NodeID,
+		RaftAddr:    string(n.transport.LocalAddr()),
+		APIAddr:     n.cfg.APIAddr,
+		Version:     n.cfg.Version,
+		HasState:    n.raft.LastIndex() > 0,
+		Expect:      n.cfg.BootstrapExpect,
+	}
 	n.gossip, err = startGossip(n.cfg.GossipAddr, n.cfg.GossipAdvertise, self, hclogWriter(n.cfg.RaftLogLevel),
 		func(m gossipMeta) { n.SetAPIAddr(m.ID, m.APIAddr) }, n.cfg.FastGossip)
+	if err == nil {
+		n.gossipReady.Store(n.gossip)
+	}
 	return err
 }
+
+// undialable is an address Raft cannot reach (connecting to port 0 fails at
+// once): what a server is dialled at while gossip does not vouch for it.
+const undialable = raft.ServerAddress("127.0.0.1:0")
+
+// raftAddresses tells Raft where a server is right now, from what that
+// server announces in gossip, instead of the address stored in the Raft
+// configuration. Stored addresses go stale when a node comes back at another
+// address (containers restarted in another order swap IPs); dialling a stale
+// one can reach a different server — even the candidate itself, whose own
+// vote would then count twice. So with gossip on, Raft only dials addresses
+// that an alive member announced under its own name (memberlist probes check
+// the name), and nothing while gossip does not know the server.
+type raftAddresses struct{ n *Node }
+
+func (r raftAddresses) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if r.n.cfg.GossipAddr == "" {
+		return "", errGossipOff // single node: use the configured address
+	}
+	g := r.n.gossipReady.Load()
+	if g == nil {
+		return undialable, nil
+	}
+	if addr, ok := g.raftAddr(string(id)); ok {
+		return raft.ServerAddress(addr), nil
+	}
+	return undialable, nil
+}
+
+var errGossipOff = errors.New("gossip is off; using the configured address")
 
 // joinPool contacts the --join members, retrying with backoff until one
 // answers (they may start after us).
@@ -319,10 +362,14 @@ func (n *Node) startRaft() error {
 		}
 	}
 	n.transport, err = raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
-		Logger:          hlog,
-		MaxPool:         3,
-		MaxRPCsInFlight: 2,
-		Timeout:         10 * time.Second,
+		ServerAddressProvider: raftAddresses{n},
+		Logger:                hlog,
+		MaxPool:               3,
+		MaxRPCsInFlight:       2,
+		// I/O deadline of one Raft RPC (and the dial timeout): short enough
+		// that a shutdown waiting on a vanished peer ends promptly; snapshot
+		// installs scale it with their size.
+		Timeout: 3 * time.Second,
 	})
 	if err != nil {
 		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
@@ -524,4 +571,25 @@ func (c *countingLogStore) StoreLog(l *raft.Log) error {
 func (c *countingLogStore) StoreLogs(logs []*raft.Log) error {
 	c.observe(float64(len(logs)))
 	return c.LogStore.StoreLogs(logs)
+}
+
+// loadIncarnation returns the random name of this data directory, creating it
+// on first start.
+func loadIncarnation(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "incarnation")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !os.IsNotExist(err) {
+		return "", err
+	}
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	inc := hex.EncodeToString(raw[:])
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(inc+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return inc, os.Rename(tmp, path)
 }

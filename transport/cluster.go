@@ -77,11 +77,11 @@ func (h *clusterHandler) Join(_ context.Context, req *connect.Request[tollgatev1
 	return connect.NewResponse(&tollgatev1.JoinResponse{Joined: uint32(n)}), nil
 }
 
-func (h *clusterHandler) RemoveServer(_ context.Context, req *connect.Request[tollgatev1.RemoveServerRequest]) (*connect.Response[tollgatev1.RemoveServerResponse], error) {
+func (h *clusterHandler) RemoveServer(ctx context.Context, req *connect.Request[tollgatev1.RemoveServerRequest]) (*connect.Response[tollgatev1.RemoveServerResponse], error) {
 	if err := fsm.ValidateID("id", req.Msg.Id); err != nil {
 		return nil, err
 	}
-	index, err := h.node.RemoveServer(req.Msg.Id)
+	index, err := h.node.RemoveServer(ctx, req.Msg.Id)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ type Node interface {
 // ClusterAdmin is the administration a node offers (ClusterService).
 type ClusterAdmin interface {
 	Join(addrs []string) (int, error)
-	RemoveServer(id string) (uint64, error)
+	RemoveServer(ctx context.Context, id string) (uint64, error)
 	TransferLeadership(ctx context.Context, id string) (string, error)
 	SnapshotSave(ctx context.Context) ([]byte, uint64, error)
 	SnapshotRestore(ctx context.Context, data []byte) (uint64, string, error)

@@ -172,9 +172,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	out := cmd.OutOrStdout()
 	mode := "node"
 	if f.dev {
-		mode = "dev node (single node, NO AUTHENTICATION)"
+		mode = "development node (single node, NO AUTHENTICATION)"
 	}
-	fmt.Fprintf(out, "tollgate %s %s %q\n", version, mode, f.nodeID)
+	fmt.Fprintf(out, "tollgate (version %s): %s %q\n", version, mode, f.nodeID)
 	fmt.Fprintf(out, "  API   http://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", displayAddr(s.APIAddr()))
 	fmt.Fprintf(out, "  Raft  %s\n", s.Node.RaftAddr())
 	if g := s.Node.GossipAddr(); g != "" {

@@ -134,8 +134,7 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 		}
 	}
 	c.WaitVoters(30*time.Second, remaining...)
-	c.Kill(follower) // a removed server shuts down its Raft; stop the process too
-	progress()
+	progress() // the removed follower's process keeps running, still in gossip
 
 	if _, err := admin.Cluster.RemoveServer(ctx, connect.NewRequest(&tollgatev1.RemoveServerRequest{Id: leader.ID})); err != nil {
 		t.Fatalf("remove leader %s: %v", leader.ID, err)
@@ -147,7 +146,6 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 		}
 	}
 	c.WaitVoters(30*time.Second, left...)
-	c.Kill(leader)
 	progress()
 
 	now := c.WaitLeader(10 * time.Second)
@@ -162,6 +160,11 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 		t.Fatalf("transfer leadership to %s: %v %v", target, resp, err)
 	}
 	progress()
+	// The removed servers are still alive in gossip; no leader (the one
+	// that removed them, or the new one) may add them back.
+	stable(t, c, 3*time.Second, left...)
+	c.Kill(follower)
+	c.Kill(leader)
 	load.halt()
 	terms.check(t)
 
@@ -177,4 +180,34 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 		t.Fatalf("spent %s, want %d × 0.5", got.Spent, final)
 	}
 	t.Logf("replicas %v converged at index %d, hash %.16s", left, index, hash)
+}
+
+// stable checks, over a window, that the voters stay exactly ids.
+func stable(t *testing.T, c *procs.Cluster, window time.Duration, ids ...string) {
+	t.Helper()
+	want := fmt.Sprint(ids)
+	changed := procs.Poll(window, 100*time.Millisecond, func() bool {
+		leader := c.Leader()
+		if leader == nil {
+			return false
+		}
+		st, err := c.Status(leader, false, false)
+		if err != nil {
+			return false
+		}
+		var voters []string
+		for _, m := range st.Members {
+			if m.Suffrage == "Voter" {
+				voters = append(voters, m.Id)
+			}
+		}
+		if fmt.Sprint(voters) != want {
+			t.Errorf("voters became %v, want %v to stay", voters, ids)
+			return true
+		}
+		return false
+	})
+	if changed {
+		t.FailNow()
+	}
 }

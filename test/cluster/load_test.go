@@ -209,7 +209,7 @@ func watchTerms(c *procs.Cluster) *termLeaders {
 				return
 			case <-tick.C:
 			}
-			for _, n := range c.Nodes {
+			for _, n := range c.NodeList() {
 				if !n.Running() {
 					continue
 				}
@@ -244,6 +244,11 @@ func (w *termLeaders) check(t *testing.T) {
 // metric reads an unlabelled Prometheus sample (e.g. a histogram's _sum or
 // _count) from a node's /metrics.
 func metric(t *testing.T, n *procs.Node, name string) float64 {
+	t.Helper()
+	return metricTB(t, n, name)
+}
+
+func metricTB(t testing.TB, n *procs.Node, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + n.APIAddr + "/metrics")
 	if err != nil {

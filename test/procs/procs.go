@@ -142,6 +142,7 @@ type Options struct {
 
 // Cluster is a set of nodes started with --bootstrap-expect len(nodes).
 type Cluster struct {
+	mu    sync.Mutex // guards Nodes against AddNode while NodeList runs elsewhere
 	t     testing.TB
 	bin   string
 	dir   string
@@ -212,8 +213,18 @@ func (c *Cluster) AddNode() *Node {
 		gossip = append(gossip, other.GossipAddr)
 	}
 	n.Args = append(n.Args, "--join", strings.Join(gossip, ","))
+	c.mu.Lock()
 	c.Nodes = append(c.Nodes, n)
+	c.mu.Unlock()
 	return n
+}
+
+// NodeList returns the nodes; safe to call from other goroutines while the
+// test adds nodes.
+func (c *Cluster) NodeList() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Node(nil), c.Nodes...)
 }
 
 // StartAll starts every node that is not running.
@@ -310,32 +321,29 @@ func (c *Cluster) Status(n *Node, progress, hash bool) (*tollgatev1.StatusRespon
 	return resp.Msg, nil
 }
 
-// Leader returns the node that a majority of the running nodes name as
-// leader and that says it leads, or nil.
+// Leader returns the running node that says it is leader in the highest
+// term any node reports, or nil. (A deposed leader may still say so in an
+// older term until it notices.)
 func (c *Cluster) Leader() *Node {
-	votes := map[string]int{}
-	running := 0
+	var leader *Node
+	var leaderTerm, maxTerm uint64
 	for _, n := range c.Nodes {
 		if !n.Running() {
 			continue
 		}
-		running++
-		if st, err := c.Status(n, false, false); err == nil && st.LeaderId != "" {
-			votes[st.LeaderId]++
+		st, err := c.Status(n, false, false)
+		if err != nil {
+			continue
+		}
+		maxTerm = max(maxTerm, st.Term)
+		if st.State == "Leader" && st.Term >= leaderTerm {
+			leader, leaderTerm = n, st.Term
 		}
 	}
-	for id, v := range votes {
-		if v*2 > running {
-			for _, n := range c.Nodes {
-				if n.ID == id && n.Running() {
-					if st, err := c.Status(n, false, false); err == nil && st.State == "Leader" {
-						return n
-					}
-				}
-			}
-		}
+	if leader == nil || leaderTerm < maxTerm {
+		return nil
 	}
-	return nil
+	return leader
 }
 
 // WaitLeader polls until a leader is agreed and serves linearizable reads,

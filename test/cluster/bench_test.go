@@ -1,0 +1,110 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
+	"github.com/tollgate/tollgate/client"
+	"github.com/tollgate/tollgate/test/procs"
+)
+
+// BenchmarkClusterConsume measures linearizable budget decisions on a real
+// 3-node cluster (3 processes on loopback, bbolt fsync per log write), one
+// decision per RPC through the Go SDK, closed loop at 1, 16, 64 and 256
+// concurrent clients. Besides ns/op it reports decisions/s, p50/p99 latency,
+// log entries per fsync and commands per entry on the leader.
+//
+//	go test -run XXX -bench ClusterConsume -benchtime 20000x ./test/cluster/
+func BenchmarkClusterConsume(b *testing.B) {
+	c := procs.NewCluster(b, 3, procs.Options{})
+	c.StartAll()
+	leader := c.WaitLeader(30 * time.Second)
+	admin, err := client.New([]string{leader.APIAddr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Budgets.CreateBudget(context.Background(), connect.NewRequest(&tollgatev1.CreateBudgetRequest{
+		Tenant: tenant, Budget: &tollgatev1.Budget{Id: "bench", Amount: "1000000000000", Currency: "USD"}})); err != nil {
+		b.Fatal(err)
+	}
+	for _, clients := range []int{1, 16, 64, 256} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchConsume(b, c, leader, clients)
+		})
+	}
+}
+
+// callersPerClient: callers share SDK clients (one h2c connection each), at
+// most this many per connection.
+const callersPerClient = 32
+
+func benchConsume(b *testing.B, c *procs.Cluster, leader *procs.Node, callers int) {
+	var clients []*client.Client
+	for i := 0; i < (callers+callersPerClient-1)/callersPerClient; i++ {
+		cl, err := client.New([]string{leader.APIAddr})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		clients = append(clients, cl)
+	}
+	entriesSum0, entriesCount0 := metricB(b, leader, "tollgate_log_entries_per_fsync_sum"), metricB(b, leader, "tollgate_log_entries_per_fsync_count")
+	cmdsSum0, cmdsCount0 := metricB(b, leader, "tollgate_commands_per_entry_sum"), metricB(b, leader, "tollgate_commands_per_entry_count")
+
+	hist := hdrhistogram.New(1, int64(30*time.Second/time.Microsecond), 3)
+	var histMu sync.Mutex
+	var next atomic.Int64
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < callers; w++ {
+		cl := clients[w%len(clients)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := hdrhistogram.New(1, int64(30*time.Second/time.Microsecond), 3)
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				resp, err := cl.Budgets.Consume(context.Background(), connect.NewRequest(&tollgatev1.ConsumeRequest{
+					Tenant: tenant, BudgetId: "bench", Amount: "0.0125"}))
+				local.RecordValue(time.Since(t0).Microseconds())
+				if err != nil || !resp.Msg.Allowed {
+					failed.Add(1)
+				}
+			}
+			histMu.Lock()
+			hist.Merge(local)
+			histMu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d of %d consumes failed or were denied", f, b.N)
+	}
+	entriesPerFsync := (metricB(b, leader, "tollgate_log_entries_per_fsync_sum") - entriesSum0) /
+		(metricB(b, leader, "tollgate_log_entries_per_fsync_count") - entriesCount0)
+	commandsPerEntry := (metricB(b, leader, "tollgate_commands_per_entry_sum") - cmdsSum0) /
+		(metricB(b, leader, "tollgate_commands_per_entry_count") - cmdsCount0)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "decisions/s")
+	b.ReportMetric(float64(hist.ValueAtQuantile(50))/1000, "p50-ms")
+	b.ReportMetric(float64(hist.ValueAtQuantile(99))/1000, "p99-ms")
+	b.ReportMetric(entriesPerFsync, "entries/fsync")
+	b.ReportMetric(commandsPerEntry, "decisions/entry")
+}
+
+func metricB(b *testing.B, n *procs.Node, name string) float64 {
+	b.Helper()
+	return metricTB(b, n, name)
+}
