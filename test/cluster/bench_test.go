@@ -11,8 +11,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/HdrHistogram/hdrhistogram-go"
 
-	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/client"
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/test/procs"
 )
 
