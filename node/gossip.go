@@ -6,6 +6,8 @@ import (
 	"io"
 	"log"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -232,3 +234,46 @@ type gossipEvents gossip
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { (*gossip)(e).record(n) }
 func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*gossip)(e).record(n) }
 func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { (*gossip)(e).record(n) }
+
+// knownPeersFile keeps the gossip addresses of the members last seen alive,
+// so a restarted server finds the pool (and Raft, which only dials addresses
+// gossip vouches for, finds its peers) even without --join.
+const knownPeersFile = "gossip-peers.json"
+
+// knownPeersMax bounds the remembered addresses.
+const knownPeersMax = 64
+
+func loadKnownPeers(dataDir string) []string {
+	b, err := os.ReadFile(filepath.Join(dataDir, knownPeersFile))
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	if json.Unmarshal(b, &addrs) != nil || len(addrs) > knownPeersMax {
+		return nil
+	}
+	return addrs
+}
+
+// saveKnownPeers writes the alive members' gossip addresses if they changed.
+func (g *gossip) saveKnownPeers(dataDir, self string) {
+	var addrs []string
+	for id, m := range g.view() {
+		if id != self && m.alive() && m.addr != "" {
+			addrs = append(addrs, m.addr)
+		}
+	}
+	sort.Strings(addrs)
+	if len(addrs) == 0 || len(addrs) > knownPeersMax {
+		return
+	}
+	b, _ := json.Marshal(addrs)
+	path := filepath.Join(dataDir, knownPeersFile)
+	if old, err := os.ReadFile(path); err == nil && string(old) == string(b) {
+		return
+	}
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, path)
+	}
+}

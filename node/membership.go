@@ -66,6 +66,7 @@ func (n *Node) runMembership() {
 		case <-n.gossip.changed:
 		}
 		n.refreshGossipMeta()
+		n.gossip.saveKnownPeers(n.cfg.DataDir, n.cfg.NodeID)
 		if n.raft.State() == raft.Shutdown {
 			n.log.Error("this server was removed from the Raft configuration; leaving the gossip pool (start it with a fresh data dir to rejoin)",
 				"node_id", n.cfg.NodeID)

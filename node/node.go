@@ -285,17 +285,18 @@ var errGossipOff = errors.New("gossip is off; using the configured address")
 // answers (they may start after us).
 func (n *Node) joinPool() {
 	defer n.wg.Done()
-	if len(n.cfg.Join) == 0 {
+	addrs := append(append([]string(nil), n.cfg.Join...), loadKnownPeers(n.cfg.DataDir)...)
+	if len(addrs) == 0 {
 		return
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		joined, err := n.gossip.join(n.cfg.Join)
+		joined, err := n.gossip.join(addrs)
 		if joined > 0 {
 			n.log.Info("joined the gossip pool", "contacted", joined)
 			return
 		}
-		n.log.Warn("joining the gossip pool failed; retrying", "join", n.cfg.Join, "err", err, "in", backoff)
+		n.log.Warn("joining the gossip pool failed; retrying", "join", addrs, "err", err, "in", backoff)
 		select {
 		case <-n.stopping:
 			return

@@ -83,6 +83,8 @@ func TestFullClusterRestart(t *testing.T) {
 	}
 	for _, n := range c.Nodes {
 		c.Kill(n)
+		// Restart without --join: a server remembers the pool it was in.
+		n.Args = withoutFlag(n.Args, "--join")
 	}
 	c.StartAll()
 	c.WaitLeader(30 * time.Second)
@@ -111,4 +113,17 @@ func TestFullClusterRestart(t *testing.T) {
 		t.Fatalf("commit of a hold made before the restart: %v %v", commit, err)
 	}
 	c.WaitConverged(30*time.Second, c.Nodes...)
+}
+
+// withoutFlag drops a flag and its value from args.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
