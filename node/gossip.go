@@ -171,6 +171,19 @@ func (g *gossip) raftAddr(id string) (string, bool) {
 	return m.meta.RaftAddr, true
 }
 
+// othersAlive counts the alive members other than self.
+func (g *gossip) othersAlive(self string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	count := 0
+	for id, m := range g.members {
+		if id != self && m.alive() {
+			count++
+		}
+	}
+	return count
+}
+
 // sortedAlive returns the metadata of alive members, by id.
 func (g *gossip) sortedAlive() []gossipMeta {
 	var out []gossipMeta

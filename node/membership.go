@@ -165,24 +165,39 @@ func (n *Node) reconcile() {
 
 // updateAddresses rewrites a server's address in the configuration when it
 // announces another one (Raft dials the announced one anyway; this keeps the
-// configuration, snapshots and status truthful).
+// configuration, snapshots and status truthful). Addresses must stay unique
+// in a configuration, so when two servers swapped addresses the one holding
+// the address first gets a placeholder that never resolves; the next passes
+// give both their real addresses.
 func (n *Node) updateAddresses(pool map[string]gossipMember, servers []raft.Server) bool {
+	holder := map[raft.ServerAddress]raft.Server{}
 	for _, s := range servers {
-		m, ok := pool[string(s.ID)]
-		if !ok || !m.alive() || m.meta.RaftAddr == "" || m.meta.RaftAddr == string(s.Address) || string(s.ID) == n.cfg.NodeID {
+		holder[s.Address] = s
+	}
+	for _, s := range servers {
+		var announced string
+		if string(s.ID) == n.cfg.NodeID {
+			announced = string(n.transport.LocalAddr())
+		} else if m, ok := pool[string(s.ID)]; ok && m.alive() {
+			announced = m.meta.RaftAddr
+		}
+		if announced == "" || announced == string(s.Address) {
 			continue
 		}
-		addr := raft.ServerAddress(m.meta.RaftAddr)
+		target, addr := s, raft.ServerAddress(announced)
+		if other, taken := holder[addr]; taken && other.ID != s.ID {
+			target, addr = other, raft.ServerAddress("moved."+string(other.ID)+".invalid:0")
+		}
 		var f raft.IndexFuture
-		if s.Suffrage == raft.Voter {
-			f = n.raft.AddVoter(s.ID, addr, 0, membershipChangeTimeout)
+		if target.Suffrage == raft.Voter {
+			f = n.raft.AddVoter(target.ID, addr, 0, membershipChangeTimeout)
 		} else {
-			f = n.raft.AddNonvoter(s.ID, addr, 0, membershipChangeTimeout)
+			f = n.raft.AddNonvoter(target.ID, addr, 0, membershipChangeTimeout)
 		}
 		if err := f.Error(); err != nil {
-			n.log.Warn("updating a server's address failed", "member", s.ID, "err", err)
+			n.log.Warn("updating a server's address failed", "member", target.ID, "err", err)
 		} else {
-			n.log.Info("updated a server's Raft address", "member", s.ID, "from", s.Address, "to", addr)
+			n.log.Info("updated a server's Raft address", "member", target.ID, "from", target.Address, "to", addr)
 		}
 		return true
 	}

@@ -281,8 +281,10 @@ func (r raftAddresses) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) 
 
 var errGossipOff = errors.New("gossip is off; using the configured address")
 
-// joinPool contacts the --join members, retrying with backoff until one
-// answers (they may start after us).
+// joinPool contacts the --join members (and the pool this node saw last
+// time), retrying with backoff until the pool holds another alive member:
+// memberlist counts reaching this node itself as a successful join, and nodes
+// starting together may otherwise each end in a pool of one.
 func (n *Node) joinPool() {
 	defer n.wg.Done()
 	addrs := append(append([]string(nil), n.cfg.Join...), loadKnownPeers(n.cfg.DataDir)...)
@@ -291,12 +293,12 @@ func (n *Node) joinPool() {
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		joined, err := n.gossip.join(addrs)
-		if joined > 0 {
-			n.log.Info("joined the gossip pool", "contacted", joined)
+		_, err := n.gossip.join(addrs)
+		if n.gossip.othersAlive(n.cfg.NodeID) > 0 {
+			n.log.Info("joined the gossip pool", "members", n.gossip.othersAlive(n.cfg.NodeID)+1)
 			return
 		}
-		n.log.Warn("joining the gossip pool failed; retrying", "join", addrs, "err", err, "in", backoff)
+		n.log.Warn("no other member in the gossip pool yet; retrying", "join", addrs, "err", err, "in", backoff)
 		select {
 		case <-n.stopping:
 			return

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,4 +127,71 @@ func withoutFlag(args []string, flag string) []string {
 		out = append(out, args[i])
 	}
 	return out
+}
+
+// Reproducer: servers that come back on each other's Raft addresses (as
+// containers restarted in another order swap IPs). With the Raft
+// configuration's stale addresses, a candidate dialled "the other server" at
+// its own address and counted its own vote twice; now Raft dials what each
+// server announces in gossip, and the leader rewrites the moved addresses.
+func TestRestartWithSwappedRaftAddresses(t *testing.T) {
+	c := procs.NewCluster(t, 3, procs.Options{Extra: []string{"--log-level", "debug"}})
+	c.StartAll()
+	c.WaitLeader(30 * time.Second)
+	cl := mustClient(t, c.APIAddrs())
+	createBudget(t, cl, tenant, "b", "100")
+	for _, n := range c.Nodes {
+		c.Kill(n)
+	}
+	n2, n3 := c.Nodes[1], c.Nodes[2]
+	swapFlag(n2.Args, n3.Args, "--raft-addr")
+	n2.RaftAddr, n3.RaftAddr = n3.RaftAddr, n2.RaftAddr
+	terms := watchTerms(c)
+	c.StartAll()
+	leader := c.WaitLeader(30 * time.Second)
+	cl = mustClient(t, c.APIAddrs())
+	if _, err := cl.Budgets.Consume(context.Background(), connect.NewRequest(&tollgatev1.ConsumeRequest{Tenant: tenant, BudgetId: "b", Amount: "1"})); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, n := range c.Nodes {
+		want[n.ID] = n.RaftAddr
+	}
+	if !procs.Poll(15*time.Second, 100*time.Millisecond, func() bool {
+		st, err := c.Status(c.Leader(), false, false)
+		if err != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if want[m.Id] != m.RaftAddr {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the leader (%s) did not rewrite the moved Raft addresses to %v", leader.ID, want)
+	}
+	terms.check(t)
+	for _, n := range c.Nodes {
+		if strings.Contains(n.Log(), "duplicate requestVote") {
+			t.Fatalf("%s received its own vote request through another server's address:\n%s", n.ID, n.Log())
+		}
+	}
+	c.WaitConverged(30*time.Second, c.Nodes...)
+}
+
+// swapFlag swaps the values of flag between two argument lists.
+func swapFlag(a, b []string, flag string) {
+	ia, ib := -1, -1
+	for i := range a {
+		if a[i] == flag {
+			ia = i + 1
+		}
+	}
+	for i := range b {
+		if b[i] == flag {
+			ib = i + 1
+		}
+	}
+	a[ia], b[ib] = b[ib], a[ia]
 }

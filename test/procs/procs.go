@@ -114,6 +114,9 @@ type Node struct {
 	log   *ringLog
 }
 
+// Log returns the last lines the process printed.
+func (n *Node) Log() string { return n.log.String() }
+
 // Running reports whether the process is up (started and not exited).
 func (n *Node) Running() bool {
 	n.mu.Lock()
