@@ -203,7 +203,10 @@ func (g *gossip) leave() {
 
 func (g *gossip) shutdown() { g.ml.Shutdown() }
 
-func (g *gossip) record(n *memberlist.Node) {
+// record notes an event about a member. memberlist hands events the member's
+// embedded Node, whose State field it never updates (the current state lives
+// in its own nodeState), so the event kind decides the state here.
+func (g *gossip) record(n *memberlist.Node, state memberlist.NodeStateType) {
 	var meta gossipMeta
 	if len(n.Meta) > 0 && len(n.Meta) <= gossipMetaBytesMax {
 		if err := json.Unmarshal(n.Meta, &meta); err != nil {
@@ -214,7 +217,7 @@ func (g *gossip) record(n *memberlist.Node) {
 		meta.ID = n.Name
 	}
 	g.mu.Lock()
-	g.members[n.Name] = gossipMember{known: true, meta: meta, state: n.State, addr: n.Address()}
+	g.members[n.Name] = gossipMember{known: true, meta: meta, state: state, addr: n.Address()}
 	g.mu.Unlock()
 	if g.onMeta != nil && meta.APIAddr != "" {
 		g.onMeta(meta)
@@ -244,9 +247,19 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type gossipEvents gossip
 
-func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { (*gossip)(e).record(n) }
-func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*gossip)(e).record(n) }
-func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { (*gossip)(e).record(n) }
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node) {
+	(*gossip)(e).record(n, memberlist.StateAlive)
+}
+
+// NotifyLeave is called for a member that left or was declared dead.
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	(*gossip)(e).record(n, memberlist.StateDead)
+}
+
+// NotifyUpdate is called when an alive member's metadata changed.
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
+	(*gossip)(e).record(n, memberlist.StateAlive)
+}
 
 // knownPeersFile keeps the gossip addresses of the members last seen alive,
 // so a restarted server finds the pool (and Raft, which only dials addresses

@@ -46,6 +46,8 @@ type membership struct {
 	mu            sync.Mutex
 	missingSince  map[string]time.Time // raft servers not alive in gossip
 	bootstrapDone bool
+	lastRejoin    time.Time
+	rejoining     bool
 }
 
 func newMembership() *membership {
@@ -74,6 +76,7 @@ func (n *Node) runMembership() {
 			return
 		}
 		n.tryBootstrapExpect()
+		n.rejoinMissing()
 		if n.isReadyLeader() {
 			n.reconcile()
 		} else {
@@ -134,6 +137,41 @@ func (n *Node) tryBootstrapExpect() {
 		return
 	}
 	n.log.Info("bootstrapped a new cluster", "voters", len(cfg.Servers), "node_id", n.cfg.NodeID)
+}
+
+// rejoinMissing contacts the pool again while a server of the Raft
+// configuration is not alive in it. After a partition heals, each side may
+// have declared the other dead, and memberlist only gossips with the dead
+// for a while; Raft dials only servers gossip vouches for, so the pool must
+// be whole again for Raft to be.
+func (n *Node) rejoinMissing() {
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	pool := n.gossip.view()
+	missing := false
+	for _, s := range cf.Configuration().Servers {
+		missing = missing || (string(s.ID) != n.cfg.NodeID && !pool[string(s.ID)].alive())
+	}
+	n.members.mu.Lock()
+	defer n.members.mu.Unlock()
+	if !missing || n.members.rejoining || time.Since(n.members.lastRejoin) < 5*n.cfg.ReconcileInterval {
+		return
+	}
+	n.members.lastRejoin, n.members.rejoining = time.Now(), true
+	addrs := append(append([]string(nil), n.cfg.Join...), loadKnownPeers(n.cfg.DataDir)...)
+	for id, m := range pool {
+		if id != n.cfg.NodeID && m.addr != "" {
+			addrs = append(addrs, m.addr)
+		}
+	}
+	go func() { // a join waits on timeouts; the loop must not
+		n.gossip.join(addrs)
+		n.members.mu.Lock()
+		n.members.rejoining = false
+		n.members.mu.Unlock()
+	}()
 }
 
 func (n *Node) markBootstrapDone() {

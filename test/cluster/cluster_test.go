@@ -6,6 +6,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -185,7 +186,7 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 // stable checks, over a window, that the voters stay exactly ids.
 func stable(t *testing.T, c *procs.Cluster, window time.Duration, ids ...string) {
 	t.Helper()
-	want := fmt.Sprint(ids)
+	want := fmt.Sprint(slices.Sorted(slices.Values(ids)))
 	changed := procs.Poll(window, 100*time.Millisecond, func() bool {
 		leader := c.Leader()
 		if leader == nil {
@@ -201,6 +202,7 @@ func stable(t *testing.T, c *procs.Cluster, window time.Duration, ids ...string)
 				voters = append(voters, m.Id)
 			}
 		}
+		slices.Sort(voters)
 		if fmt.Sprint(voters) != want {
 			t.Errorf("voters became %v, want %v to stay", voters, ids)
 			return true
@@ -210,4 +212,27 @@ func stable(t *testing.T, c *procs.Cluster, window time.Duration, ids ...string)
 	if changed {
 		t.FailNow()
 	}
+}
+
+// A server missing from the gossip pool longer than --dead-server-grace is
+// removed by the leader; when it comes back (same data dir) it is added
+// again as a non-voter and promoted.
+func TestDeadServerRemovedAfterGrace(t *testing.T) {
+	c := procs.NewCluster(t, 3, procs.Options{Extra: []string{"--dead-server-grace", "2s"}})
+	c.StartAll()
+	leader := c.WaitLeader(30 * time.Second)
+	dead := others(c, leader)[0]
+	c.Kill(dead)
+	var alive []string
+	for _, n := range c.Nodes {
+		if n != dead {
+			alive = append(alive, n.ID)
+		}
+	}
+	c.WaitVoters(30*time.Second, alive...)
+	admin := mustClient(t, c.APIAddrs(others(c, dead)...))
+	createBudget(t, admin, tenant, "b", "10")
+	c.Start(dead)
+	c.WaitVoters(30*time.Second, "n1", "n2", "n3")
+	c.WaitConverged(30*time.Second, c.Nodes...)
 }

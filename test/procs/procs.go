@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -376,7 +377,7 @@ func (c *Cluster) ready(n *Node) bool {
 // WaitVoters polls until the leader's configuration has exactly these voters.
 func (c *Cluster) WaitVoters(timeout time.Duration, ids ...string) {
 	c.t.Helper()
-	want := strings.Join(ids, ",")
+	want := strings.Join(slices.Sorted(slices.Values(ids)), ",")
 	var got string
 	ok := Poll(timeout, 100*time.Millisecond, func() bool {
 		leader := c.Leader()
@@ -393,6 +394,7 @@ func (c *Cluster) WaitVoters(timeout time.Duration, ids ...string) {
 				voters = append(voters, m.Id)
 			}
 		}
+		slices.Sort(voters)
 		got = strings.Join(voters, ",")
 		return got == want
 	})
