@@ -68,6 +68,9 @@ func (n *Node) propose(ctx context.Context, cmds [][]byte, mayForward bool) ([]f
 	if n.raft.State() != raft.Leader {
 		return n.forward(ctx, cmds, mayForward)
 	}
+	if planted("no-idempotency") {
+		cmds = plantedStripRequestIDs(cmds)
+	}
 	p := &proposal{cmds: cmds, done: make(chan proposalResult, 1)}
 	start := time.Now()
 	select {

@@ -36,7 +36,11 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			f.machine.SkipEntry(l.Index)
 			continue
 		}
-		res := f.machine.ApplyEntry(l.Index, l.Data)
+		data := l.Data
+		if planted("wall-clock-apply") {
+			data = plantedRestamp(data)
+		}
+		res := f.machine.ApplyEntry(l.Index, data)
 		f.metrics.observeEntry(res)
 		out[i] = res
 	}

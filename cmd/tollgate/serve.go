@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/embed"
+	"github.com/tollgate/tollgate/node"
 )
 
 type serveFlags struct {
@@ -31,6 +32,7 @@ type serveFlags struct {
 	deadServerGrace   time.Duration
 	electionTimeout   time.Duration
 	fastMembership    bool
+	clockOffset       time.Duration
 	snapshotThreshold uint64
 	snapshotInterval  time.Duration
 	trailingLogs      uint64
@@ -93,6 +95,8 @@ health and reflection.`,
 	fl.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "how long a follower waits without a leader before an election; the leader lease is half of it")
 	fl.BoolVar(&f.fastMembership, "fast-membership", false, "tests on one host: detect dead gossip members in about a second and reconcile every 200ms")
 	fl.MarkHidden("fast-membership")
+	fl.DurationVar(&f.clockOffset, "clock-offset", 0, "tests only: shift this node's clock (it stamps log entries while it leads)")
+	fl.MarkHidden("clock-offset")
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	fl.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot install")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
@@ -158,6 +162,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		DeadServerGrace:   f.deadServerGrace,
 		ElectionTimeout:   f.electionTimeout,
 		FastGossip:        f.fastMembership,
+		Clock:             offsetClock(f.clockOffset),
 		ReconcileInterval: reconcileInterval(f.fastMembership),
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,
@@ -170,6 +175,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		return err
 	}
 	out := cmd.OutOrStdout()
+	if node.PlantedBug != "" {
+		fmt.Fprintf(out, "WARNING: test build with the planted bug %q enabled; never run it for real\n", node.PlantedBug)
+	}
 	mode := "node"
 	if f.dev {
 		mode = "development node (single node, NO AUTHENTICATION)"
@@ -248,4 +256,12 @@ func reconcileInterval(fast bool) time.Duration {
 		return 200 * time.Millisecond
 	}
 	return time.Second
+}
+
+// offsetClock is time.Now shifted by offset (nil: the plain clock).
+func offsetClock(offset time.Duration) func() time.Time {
+	if offset == 0 {
+		return nil
+	}
+	return func() time.Time { return time.Now().Add(offset) }
 }
