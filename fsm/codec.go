@@ -15,6 +15,8 @@ const (
 	EntryCommandsMax = 65_536
 	// CommandBytesMax is the largest encoded command.
 	CommandBytesMax = 4 << 20
+	// entryTimeMaxMs bounds an entry's log time (and a snapshot's).
+	entryTimeMaxMs = 1 << 62
 	// entryFormatV1 is the first byte of every entry.
 	entryFormatV1 byte = 1
 )
@@ -140,7 +142,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 	}
 	b = b[1:]
 	now, n := binary.Uvarint(b)
-	if n <= 0 || now > 1<<62 {
+	if n <= 0 || now > entryTimeMaxMs {
 		return Entry{}, fmt.Errorf("bad entry time")
 	}
 	b = b[n:]

@@ -227,6 +227,9 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 			return fmt.Errorf("unsupported snapshot header (format %d)", h.FormatVersion)
 		}
 		*sawHeader = true
+		if h.LastNowMs < 0 || h.LastNowMs > entryTimeMaxMs {
+			return fmt.Errorf("snapshot log time %d is outside [0, %d]", h.LastNowMs, entryTimeMaxMs)
+		}
 		s.lastIndex, s.lastNowMs = h.LastIndex, h.LastNowMs
 	case recBudget:
 		b := &Budget{}
@@ -236,11 +239,17 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 		if err := ValidateBudgetSpec(&b.Spec); err != nil {
 			return fmt.Errorf("budget %s/%s: %s", b.Tenant, b.Spec.ID, err.Message)
 		}
+		if s.budgets[objectKey{b.Tenant, b.Spec.ID}] != nil {
+			return fmt.Errorf("budget %s/%s appears twice", b.Tenant, b.Spec.ID)
+		}
 		s.putBudget(b)
 	case recHold:
 		h := &Hold{}
 		if err := decodeMsgpack(body, h); err != nil {
 			return err
+		}
+		if err := s.checkRestoredHold(h); err != nil {
+			return fmt.Errorf("hold %s/%s: %w", h.Tenant, h.ID, err)
 		}
 		s.holds[objectKey{h.Tenant, h.ID}] = h
 		s.holdExpiries.Push(holdExpiry{atMs: h.ExpiresAtMs, hold: h})
@@ -253,6 +262,9 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 			return fmt.Errorf("policy %s/%s: %s", p.Tenant, p.Spec.ID, err.Message)
 		}
 		p.ActiveKeys = 0
+		if s.policies[objectKey{p.Tenant, p.Spec.ID}] != nil {
+			return fmt.Errorf("policy %s/%s appears twice", p.Tenant, p.Spec.ID)
+		}
 		s.putPolicy(p)
 	case recRateKey:
 		var k snapshotRateKey
@@ -264,6 +276,9 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 			return fmt.Errorf("rate key for unknown policy %s/%s", k.Tenant, k.PolicyID)
 		}
 		e := k.Entry
+		if err := s.checkRestoredRateEntry(p, &e); err != nil {
+			return fmt.Errorf("rate key %s/%s/%q: %w", k.Tenant, k.PolicyID, e.Key, err)
+		}
 		e.policy = p
 		p.keys[e.Key] = &e
 		s.rateKeys++
@@ -272,6 +287,12 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 		rec := &idemRecord{}
 		if err := decodeMsgpack(body, rec); err != nil {
 			return err
+		}
+		if s.idem.get(rec.Tenant, rec.RequestID) != nil {
+			return fmt.Errorf("request id %s/%q appears twice", rec.Tenant, rec.RequestID)
+		}
+		if last := s.idem.records(); len(last) > 0 && rec.AtMs < last[len(last)-1].AtMs {
+			return fmt.Errorf("request id records are not in log order")
 		}
 		s.idem.put(rec)
 	case recRemoved:
@@ -335,5 +356,73 @@ func (s *state) checkRestored(t snapshotTrailer) error {
 			return fmt.Errorf("budget %s/%s counters do not match its holds and children", k.Tenant, k.ID)
 		}
 	}
+	return nil
+}
+
+// checkRestoredHold re-validates a hold: a positive amount, an expiry after
+// its creation, and an id that an entry at or before the snapshot's index
+// made (so a later Reserve cannot be given the same id).
+func (s *state) checkRestoredHold(h *Hold) error {
+	if h.AmountMicros <= 0 || h.AmountMicros > AmountMaxMicros {
+		return fmt.Errorf("amount %d out of range", h.AmountMicros)
+	}
+	if h.ExpiresAtMs < h.CreatedAtMs {
+		return fmt.Errorf("expires before it was created")
+	}
+	var index uint64
+	var pos int
+	if n, err := fmt.Sscanf(h.ID, "h%d-%d", &index, &pos); n != 2 || err != nil || fmt.Sprintf("h%d-%d", index, pos) != h.ID {
+		return fmt.Errorf("malformed id")
+	}
+	if index > s.lastIndex {
+		return fmt.Errorf("made at index %d, after the snapshot's %d", index, s.lastIndex)
+	}
+	if s.holds[objectKey{h.Tenant, h.ID}] != nil {
+		return fmt.Errorf("appears twice")
+	}
+	return nil
+}
+
+// checkRestoredRateEntry re-validates a rate-limit counter against its
+// policy, so a restored counter can never make a later check fail an
+// assertion (which would stop the replica). A counter written under the
+// current policy version must satisfy the algorithm's invariants; an older
+// one must adapt to the current policy cleanly.
+func (s *state) checkRestoredRateEntry(p *Policy, e *rateEntry) (err error) {
+	if verr := ValidateRateKey("key", e.Key); verr != nil {
+		return errors.New(verr.Message)
+	}
+	if p.keys[e.Key] != nil {
+		return errors.New("appears twice")
+	}
+	if e.PolicyVersion == 0 || e.PolicyVersion > p.Version {
+		return fmt.Errorf("policy version %d, the policy is at %d", e.PolicyVersion, p.Version)
+	}
+	if e.Algorithm < AlgorithmTokenBucket || e.Algorithm > AlgorithmGCRA {
+		return fmt.Errorf("algorithm %d is unknown", e.Algorithm)
+	}
+	if e.State.WindowMs < 1 || e.State.WindowMs > RateWindowMaxMs {
+		return fmt.Errorf("window %d ms out of range", e.State.WindowMs)
+	}
+	// The algorithms assert their invariants (a broken one is a bug and
+	// panics); here a broken one is bad input.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("inconsistent counter: %v", r)
+		}
+	}()
+	full := p.params(0)
+	full.Percent = ratePercentMax
+	check := e.State
+	check.Log = append([]rateLogEntry(nil), e.State.Log...)
+	if e.PolicyVersion == p.Version {
+		if e.Algorithm != p.Spec.Algorithm || e.State.WindowMs != p.Spec.WindowMs {
+			return errors.New("algorithm or window differs from its policy's current version")
+		}
+	} else {
+		rateAdapt(&check, full, e.Algorithm != p.Spec.Algorithm, s.lastNowMs)
+	}
+	rateAlgorithmOf(full).checkInvariants(&check, full)
+	rateCheck(&check, full, max(s.lastNowMs, check.ExpiresAtMs), 1)
 	return nil
 }

@@ -164,7 +164,11 @@ func (n *Node) submit(batch []*proposal, count int) {
 // complete waits for an entry and hands each proposal its results.
 func (n *Node) complete(future raft.ApplyFuture, batch []*proposal) {
 	defer func() { <-n.inflight }()
-	err := future.Error()
+	// Bounded by the apply timeout Raft was given plus a margin, and by
+	// shutdown: a future Raft never answers must not hold a slot forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*n.cfg.ApplyTimeout)
+	defer cancel()
+	err := n.waitFuture(ctx, future)
 	if err != nil {
 		err = n.applyError(err)
 		for _, p := range batch {
@@ -189,8 +193,10 @@ func (n *Node) applyError(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
 		return n.notLeader()
-	case errors.Is(err, raft.ErrRaftShutdown):
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrShutdown):
 		return fmt.Errorf("%w: %w", ErrUnknownOutcome, ErrShutdown)
+	case errors.Is(err, ErrUnknownOutcome):
+		return err
 	default: // ErrLeadershipLost, ErrEnqueueTimeout, ...
 		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 	}

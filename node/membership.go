@@ -232,7 +232,7 @@ func (n *Node) updateAddresses(pool map[string]gossipMember, servers []raft.Serv
 		} else {
 			f = n.raft.AddNonvoter(target.ID, addr, 0, membershipChangeTimeout)
 		}
-		if err := f.Error(); err != nil {
+		if err := n.waitChange(f); err != nil {
 			n.log.Warn("updating a server's address failed", "member", target.ID, "err", err)
 		} else {
 			n.log.Info("updated a server's Raft address", "member", target.ID, "from", target.Address, "to", addr)
@@ -253,7 +253,7 @@ func (n *Node) addNewServers(pool map[string]gossipMember, inConfig map[string]r
 		if _, ok := inConfig[id]; ok || !m.alive() || m.meta.RaftAddr == "" || n.removedByAdmin(id, m.meta.Incarnation) {
 			continue
 		}
-		err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.meta.RaftAddr), 0, membershipChangeTimeout).Error()
+		err := n.waitChange(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.meta.RaftAddr), 0, membershipChangeTimeout))
 		if err != nil {
 			n.log.Warn("adding a server as non-voter failed", "member", id, "err", err)
 			return true
@@ -276,7 +276,7 @@ func (n *Node) promoteCaughtUp(pool map[string]gossipMember, servers []raft.Serv
 		if err != nil || p.AppliedIndex+promoteLagMax < n.raft.CommitIndex() {
 			continue
 		}
-		if err := n.raft.AddVoter(s.ID, s.Address, 0, membershipChangeTimeout).Error(); err != nil {
+		if err := n.waitChange(n.raft.AddVoter(s.ID, s.Address, 0, membershipChangeTimeout)); err != nil {
 			n.log.Warn("promoting a server failed", "member", s.ID, "err", err)
 			return true
 		}
@@ -323,7 +323,7 @@ func (n *Node) removeMissing(pool map[string]gossipMember, servers []raft.Server
 		if s.Suffrage == raft.Voter && aliveVoters < (voters-1)/2+1 {
 			continue
 		}
-		if err := n.raft.RemoveServer(s.ID, 0, membershipChangeTimeout).Error(); err != nil {
+		if err := n.waitChange(n.raft.RemoveServer(s.ID, 0, membershipChangeTimeout)); err != nil {
 			n.log.Warn("removing a dead server failed", "member", id, "err", err)
 			return
 		}
@@ -379,7 +379,7 @@ func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
 		return 0, err
 	}
 	f := n.raft.RemoveServer(raft.ServerID(id), 0, membershipChangeTimeout)
-	if err := f.Error(); err != nil {
+	if err := n.waitFuture(ctx, f); err != nil {
 		return 0, n.applyError(err)
 	}
 	return f.Index(), nil
@@ -413,7 +413,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) (string, error
 		}
 		f = n.raft.LeadershipTransferToServer(target.ID, target.Address)
 	}
-	if err := f.Error(); err != nil {
+	if err := n.waitFuture(ctx, f); err != nil {
 		return "", fmt.Errorf("%w: leadership transfer: %v", ErrUnknownOutcome, err)
 	}
 	for ctx.Err() == nil {

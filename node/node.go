@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,13 @@ type Config struct {
 	Peers Peers
 	// Version is gossiped to other members.
 	Version string
+	// Stores, when set, replace the on-disk stores and the TCP transport (the
+	// in-process simulation runs Raft's in-memory ones); DataDir and
+	// RaftAddr are then not needed.
+	Stores *Stores
+	// BootstrapVoters (id -> Raft address), when set, bootstraps a fresh node
+	// with exactly these voters (all of them must be given the same map).
+	BootstrapVoters map[string]string
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192).
 	SnapshotThreshold uint64
@@ -110,10 +118,10 @@ func (c *Config) setDefaults() error {
 	if c.NodeID == "" {
 		return errors.New("node: NodeID is required")
 	}
-	if c.DataDir == "" {
+	if c.DataDir == "" && c.Stores == nil {
 		return errors.New("node: DataDir is required")
 	}
-	if c.RaftAddr == "" {
+	if c.RaftAddr == "" && c.Stores == nil {
 		return errors.New("node: RaftAddr is required")
 	}
 	if c.ElectionTimeout == 0 {
@@ -160,7 +168,7 @@ type Node struct {
 	cfg       Config
 	machine   *fsm.Machine
 	raft      *raft.Raft
-	transport *raft.NetworkTransport
+	transport raft.Transport
 	logStore  *raftboltdb.BoltStore
 	applied   *appliedIndex
 	metrics   *metrics
@@ -170,7 +178,6 @@ type Node struct {
 	gossipReady atomic.Pointer[gossip]
 	peers       Peers
 	members     *membership
-	snaps       *raft.FileSnapshotStore
 
 	proposals chan *proposal
 	inflight  chan struct{} // semaphore of entriesInFlightMax
@@ -189,8 +196,10 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: data dir: %w", err)
+	if cfg.Stores == nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("node: data dir: %w", err)
+		}
 	}
 	n := &Node{
 		cfg:       cfg,
@@ -212,7 +221,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.GossipAddr != "" {
 		if err := n.startGossip(); err != nil {
 			n.raft.Shutdown().Error()
-			n.transport.Close()
+			if c, ok := n.transport.(io.Closer); ok {
+				c.Close()
+			}
 			n.closeStores()
 			return nil, err
 		}
@@ -345,45 +356,28 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("node: raft config: %w", err)
 	}
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.DataDir, "raft.db")})
-	if err != nil {
-		return fmt.Errorf("node: open raft.db: %w", err)
-	}
-	n.logStore = store
-	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe})
+	logs, stable, snaps, err := n.openStores(hlog)
 	if err != nil {
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, snapshotsRetained, hlog)
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
-		return fmt.Errorf("node: snapshot store: %w", err)
+		return err
 	}
-	var advertise net.Addr
-	if n.cfg.RaftAdvertise != "" {
-		if advertise, err = net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise); err != nil {
-			return fmt.Errorf("node: raft advertise address: %w", err)
+	if !hasState && len(n.cfg.BootstrapVoters) > 0 {
+		// Before NewRaft: once Raft runs, a peer's vote request could give
+		// this node state and make a later bootstrap fail.
+		var boot raft.Configuration
+		for id, addr := range n.cfg.BootstrapVoters {
+			boot.Servers = append(boot.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+		}
+		sort.Slice(boot.Servers, func(i, j int) bool { return boot.Servers[i].ID < boot.Servers[j].ID })
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, n.transport, boot); err != nil {
+			return fmt.Errorf("node: bootstrap: %w", err)
 		}
 	}
-	n.transport, err = raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
-		ServerAddressProvider: raftAddresses{n},
-		Logger:                hlog,
-		MaxPool:               3,
-		MaxRPCsInFlight:       2,
-		// I/O deadline of one Raft RPC (and the dial timeout): short enough
-		// that a shutdown waiting on a vanished peer ends promptly; snapshot
-		// installs scale it with their size.
-		Timeout: 3 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
-	}
-	n.snaps = snaps
-	hasState, err := raft.HasExistingState(logs, store, snaps)
-	if err != nil {
-		return err
-	}
 	f := &raftFSM{machine: n.machine, applied: n.applied, metrics: n.metrics}
-	n.raft, err = raft.NewRaft(rc, f, logs, store, snaps, n.transport)
+	n.raft, err = raft.NewRaft(rc, f, logs, stable, snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
@@ -400,6 +394,57 @@ func (n *Node) startRaft() error {
 		n.log.Info("bootstrapped a new cluster", "node_id", n.cfg.NodeID, "raft_addr", n.transport.LocalAddr())
 	}
 	return nil
+}
+
+// Stores replace the on-disk stores and the TCP transport (see Config.Stores).
+type Stores struct {
+	Log       raft.LogStore
+	Stable    raft.StableStore
+	Snapshots raft.SnapshotStore
+	Transport raft.Transport
+}
+
+// openStores opens bbolt, the file snapshot store and the TCP transport
+// under the data dir, or takes the configured Stores.
+func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
+	if st := n.cfg.Stores; st != nil {
+		n.transport = st.Transport
+		logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: st.Log, observe: n.metrics.storeBatches.Observe})
+		return logs, st.Stable, st.Snapshots, err
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("node: open raft.db: %w", err)
+	}
+	n.logStore = store
+	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, snapshotsRetained, hlog)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("node: snapshot store: %w", err)
+	}
+	var advertise net.Addr
+	if n.cfg.RaftAdvertise != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise); err != nil {
+			return nil, nil, nil, fmt.Errorf("node: raft advertise address: %w", err)
+		}
+	}
+	n.transport, err = raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
+		ServerAddressProvider: raftAddresses{n},
+		Logger:                hlog,
+		MaxPool:               3,
+		MaxRPCsInFlight:       2,
+		// I/O deadline of one Raft RPC (and the dial timeout): short enough
+		// that a shutdown waiting on a vanished peer ends promptly; snapshot
+		// installs scale it with their size.
+		Timeout: 3 * time.Second,
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+	}
+	return logs, store, snaps, nil
 }
 
 // RaftAddr is the address the Raft transport listens on.
@@ -422,8 +467,10 @@ func (n *Node) Shutdown() error {
 			n.gossip.shutdown()
 		}
 		err = n.raft.Shutdown().Error()
-		if cerr := n.transport.Close(); err == nil {
-			err = cerr
+		if c, ok := n.transport.(io.Closer); ok {
+			if cerr := c.Close(); err == nil {
+				err = cerr
+			}
 		}
 		n.closeStores()
 	})

@@ -203,3 +203,35 @@ func TestStaleReadAndShutdown(t *testing.T) {
 		t.Errorf("propose after shutdown: %v, want not leader or shutdown", err)
 	}
 }
+
+// stuckFuture is a Raft future that never completes, like a request Raft
+// queued on a buffered channel just as it shut down.
+type stuckFuture struct{}
+
+func (stuckFuture) Error() error { select {} }
+
+// Regression (found by the simulation, seed 7 under parallel load): a
+// follower's forwarded read index waited forever on VerifyLeader of a leader
+// that was being stopped. Every wait on a Raft future is bounded by the
+// caller's context and by shutdown.
+func TestRaftFutureWaitsAreBounded(t *testing.T) {
+	n := mustNewNode(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := n.waitFuture(ctx, stuckFuture{}); !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a stuck future with a 50ms context: %v, want ErrUnknownOutcome", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.waitFuture(context.Background(), stuckFuture{}) }()
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrShutdown) {
+			t.Fatalf("a stuck future at shutdown: %v, want ErrShutdown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a wait on a stuck future outlived the node's shutdown")
+	}
+}

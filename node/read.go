@@ -109,7 +109,10 @@ func (n *Node) ReadIndex(ctx context.Context, verify bool) (uint64, error) {
 	if !verify || planted("no-verify-leader") {
 		return readIndex, nil
 	}
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.waitFuture(ctx, n.raft.VerifyLeader()); err != nil {
+		if errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrShutdown) {
+			return 0, err
+		}
 		return 0, n.notLeader()
 	}
 	if n.raft.CurrentTerm() != term {

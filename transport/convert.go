@@ -3,6 +3,7 @@ package transport
 import (
 	"encoding/base64"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -59,8 +60,11 @@ func formatDurationMs(ms int64) string {
 	return (time.Duration(ms) * time.Millisecond).String()
 }
 
+// durationMs converts computed milliseconds for a reply. A wait longer than
+// time.Duration holds (292 years: a huge window with a huge burst) is
+// reported as that maximum rather than wrapping negative.
 func durationMs(ms int64) *durationpb.Duration {
-	return durationpb.New(time.Duration(ms) * time.Millisecond)
+	return durationpb.New(time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond)
 }
 
 func timestampMs(ms int64) *timestamppb.Timestamp {
