@@ -55,19 +55,21 @@ func Linearizable(h History, timeout time.Duration, outDir string) Verdict {
 	var ops, unknown, retried int
 	for i, kh := range histories {
 		ops += len(kh.ops)
-		unknown += kh.unknown
+		unknown += len(kh.unknowns)
 		retried += kh.retried
 		r := results[i]
 		if r.result == porcupine.Ok {
 			continue
 		}
-		problems = append(problems, describeKeyFailure(kh, r, timeout))
 		if artifact == "" {
-			artifact = r.artifact
+			// The verdict names the first visualization; the detail names
+			// the others.
+			artifact, r.artifact = r.artifact, ""
 		}
+		problems = append(problems, describeKeyFailure(kh, r, timeout))
 	}
 	skipped := len(holdKeys(h))
-	summary := fmt.Sprintf("%d keys, %d operations (%d consumes never answered, %d answered after retries); %d keys with holds left to the accounting checks",
+	summary := fmt.Sprintf("%d keys, %d answered operations and %d consumes never answered (%d requests sent more than once); %d keys with holds left to the accounting checks",
 		len(histories), ops, unknown, retried, skipped)
 	if len(problems) > 0 {
 		return Verdict{Check: name, Detail: joinProblems(problems) + " [" + summary + "]", Artifact: artifact}
@@ -81,11 +83,11 @@ func describeKeyFailure(kh *keyHistory, r keyResult, timeout time.Duration) stri
 	case r.notRun:
 		s = fmt.Sprintf("key %q: not checked, the %v time budget was spent on other keys; an unchecked key fails the check", kh.key, timeout)
 	case r.result == porcupine.Unknown:
-		s = fmt.Sprintf("key %q: porcupine gave no answer within the %v time budget (%d operations, %d never answered); an unknown result fails the check: raise the timeout, or retry unanswered request ids after healing so fewer consumes stay unknown",
-			kh.key, timeout, len(kh.ops), kh.unknown)
+		s = fmt.Sprintf("key %q: porcupine gave no answer within the %v time budget (%d answered operations, %d consumes never answered); an unknown result fails the check: raise the timeout, or re-send unanswered request ids after healing so fewer consumes stay unknown",
+			kh.key, timeout, len(kh.ops), len(kh.unknowns))
 	default:
-		s = fmt.Sprintf("key %q: not linearizable: no order of its %d operations within their time bounds fits a HARD budget of %s",
-			kh.key, len(kh.ops), units(kh.limit))
+		s = fmt.Sprintf("key %q: not linearizable: no order of its %d answered operations within their time bounds (with any of its %d unanswered consumes taking effect or not) fits a HARD budget of %s",
+			kh.key, len(kh.ops), len(kh.unknowns), units(kh.limit))
 	}
 	switch {
 	case r.artifact != "":

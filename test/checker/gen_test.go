@@ -19,6 +19,9 @@ type genConfig struct {
 	// then answered by a retry with the same request id.
 	unknownHappened, unknownNever, retried float64
 	neverPerKeyMax                         int
+	// preciseAmounts draws amounts to the micro instead of from four
+	// round values, so that sums rarely coincide.
+	preciseAmounts bool
 	// limitFactor sizes the budget: the fraction of the expected consumes
 	// it admits (0: 0.7).
 	limitFactor float64
@@ -69,6 +72,9 @@ func generate(seed uint64, cfg genConfig) (History, Final) {
 				continue
 			}
 			amount := (1 + rng.Int64N(4)) * unit / 2 // 0.5 .. 2 units
+			if cfg.preciseAmounts {
+				amount = unit/2 + rng.Int64N(3*unit/2) // any micros in 0.5 .. 2 units
+			}
 			consume := Op{Client: client, Kind: Consume, RequestID: fmt.Sprintf("%s/req-%d", key, n), Amount: amount,
 				InvokeNs: inv, CompleteNs: comp, Status: OK}
 			e := &genEffect{amount: amount}

@@ -1,11 +1,12 @@
 package checker
 
 import (
+	"cmp"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,29 +16,35 @@ import (
 )
 
 // keyHistory is the part of a history one porcupine check sees: the
-// logical consumes and linearizable reads of one budget key without holds.
+// answered consumes and linearizable reads of one budget key without holds
+// as porcupine operations, and its unanswered consumes in the model's side
+// table.
 type keyHistory struct {
 	key       string
 	limit     int64
 	ops       []porcupine.Operation
-	unknown   int // logical consumes that never got an answer
-	retried   int // logical consumes assembled from more than one attempt
+	unknowns  []unanswered // by invocation
+	retried   int          // consumes assembled from more than one attempt
 	malformed []string
+	// annotations show the unanswered consumes in a visualization.
+	annotations []porcupine.Annotation
 }
 
 // logicalConsume gathers the attempts (first send and retries) of one
 // request id: one operation for the model, however often it was sent.
 type logicalConsume struct {
-	requestID string
-	amount    int64
-	invokeNs  int64
-	attempts  []int64 // op IDs
-	answer    *Op     // the OK attempt that completed first, if any
+	kh       *keyHistory
+	name     string // the request id, or the op for a consume without one
+	amount   int64
+	invokeNs int64
+	attempts []int64 // op IDs
+	answer   *Op     // the OK attempt that completed first, if any
+	first    *Op     // the attempt invoked first
 }
 
 func (lc *logicalConsume) add(op *Op) {
-	if len(lc.attempts) == 0 || op.InvokeNs < lc.invokeNs {
-		lc.invokeNs = op.InvokeNs
+	if lc.first == nil || op.InvokeNs < lc.invokeNs {
+		lc.invokeNs, lc.first = op.InvokeNs, op
 	}
 	lc.attempts = append(lc.attempts, op.ID)
 	if op.Status == OK && (lc.answer == nil || op.CompleteNs < lc.answer.CompleteNs) {
@@ -45,25 +52,28 @@ func (lc *logicalConsume) add(op *Op) {
 	}
 }
 
-// operation turns the attempts into one porcupine operation: invoked with
-// the first send; answered by the first answer, or (no answer at all)
-// returning at MaxInt64 so it may take effect at any later point or never.
+// operation is the answered consume as one porcupine operation: invoked
+// with the first send, answered by the first answer.
 func (lc *logicalConsume) operation() porcupine.Operation {
-	in := budgetInput{amount: lc.amount, requestID: lc.requestID}
-	meta := fmt.Sprintf("request %q, attempts: ops %v", lc.requestID, lc.attempts)
-	if lc.answer == nil {
-		return porcupine.Operation{Input: in, Call: lc.invokeNs,
-			Output: budgetOutput{unknown: true}, Return: math.MaxInt64, Metadata: meta}
-	}
 	a := lc.answer
-	meta += fmt.Sprintf(", answered by op %d (client %d, served by %s)", a.ID, a.Client, a.ServedBy)
 	return porcupine.Operation{
 		ClientId: clientID(a.Client),
-		Input:    in,
+		Input:    budgetInput{amount: lc.amount, requestID: lc.name, returnNs: a.CompleteNs},
 		Call:     lc.invokeNs,
 		Output:   budgetOutput{allowed: a.Allowed, remaining: a.Remaining},
 		Return:   a.CompleteNs,
-		Metadata: meta,
+		Metadata: fmt.Sprintf("request %q, attempts: ops %v, answered by %s", lc.name, lc.attempts, opOrigin(a)),
+	}
+}
+
+func (lc *logicalConsume) annotation() porcupine.Annotation {
+	return porcupine.Annotation{
+		ClientId:        clientID(lc.first.Client),
+		Start:           lc.invokeNs,
+		End:             lc.first.CompleteNs,
+		Description:     describeOperation(budgetInput{amount: lc.amount, requestID: lc.name}, budgetOutput{unknown: true}),
+		Details:         fmt.Sprintf("never answered (ops %v): may have taken effect at any time after its invocation, or never", lc.attempts),
+		BackgroundColor: "#f0e0a0",
 	}
 }
 
@@ -101,9 +111,8 @@ func modelled(op *Op) bool {
 func keyHistories(h History) (histories []*keyHistory, unbudgeted []string) {
 	holds := holdKeys(h)
 	byKey := map[string]*keyHistory{}
-	consumes := map[string]map[string]*logicalConsume{} // key -> request id
-	var order []*logicalConsume                         // first-seen order, so the input order is deterministic
-	orderKey := map[*logicalConsume]*keyHistory{}
+	consumes := map[[2]string]*logicalConsume{} // by key and request id
+	var order []*logicalConsume                 // first seen first, so porcupine's input is deterministic
 	missing := map[string]bool{}
 	for i := range h.Ops {
 		op := &h.Ops[i]
@@ -119,7 +128,6 @@ func keyHistories(h History) (histories []*keyHistory, unbudgeted []string) {
 		if kh == nil {
 			kh = &keyHistory{key: op.Key, limit: limit}
 			byKey[op.Key] = kh
-			consumes[op.Key] = map[string]*logicalConsume{}
 		}
 		if op.Status == OK && op.CompleteNs < op.InvokeNs {
 			kh.malformed = append(kh.malformed, fmt.Sprintf("op %d completes at %d before its invocation at %d", op.ID, op.CompleteNs, op.InvokeNs))
@@ -128,39 +136,42 @@ func keyHistories(h History) (histories []*keyHistory, unbudgeted []string) {
 		if op.Kind == Read {
 			kh.ops = append(kh.ops, porcupine.Operation{
 				ClientId: clientID(op.Client),
-				Input:    budgetInput{read: true},
+				Input:    budgetInput{read: true, returnNs: op.CompleteNs},
 				Call:     op.InvokeNs,
 				Output:   budgetOutput{spent: op.Spent},
 				Return:   op.CompleteNs,
-				Metadata: fmt.Sprintf("op %d (client %d, served by %s)", op.ID, op.Client, op.ServedBy),
+				Metadata: opOrigin(op),
 			})
 			continue
 		}
-		rid := op.RequestID
-		if rid == "" {
+		name := op.RequestID
+		if name == "" {
 			// Without a request id every send is its own request.
-			rid = fmt.Sprintf("op#%d", op.ID)
+			name = fmt.Sprintf("op#%d", op.ID)
 		}
-		lc := consumes[op.Key][rid]
+		lc := consumes[[2]string{op.Key, name}]
 		if lc == nil {
-			lc = &logicalConsume{requestID: op.RequestID, amount: op.Amount}
-			consumes[op.Key][rid] = lc
+			lc = &logicalConsume{kh: kh, name: name, amount: op.Amount}
+			consumes[[2]string{op.Key, name}] = lc
 			order = append(order, lc)
-			orderKey[lc] = kh
 		}
 		lc.add(op)
 	}
 	for _, lc := range order {
-		kh := orderKey[lc]
-		kh.ops = append(kh.ops, lc.operation())
-		if lc.answer == nil {
-			kh.unknown++
-		}
+		kh := lc.kh
 		if len(lc.attempts) > 1 {
 			kh.retried++
 		}
+		if lc.answer != nil {
+			kh.ops = append(kh.ops, lc.operation())
+			continue
+		}
+		kh.unknowns = append(kh.unknowns, unanswered{invokeNs: lc.invokeNs, amount: lc.amount, requestID: lc.name})
+		kh.annotations = append(kh.annotations, lc.annotation())
 	}
 	for _, kh := range byKey {
+		orderAnswers(kh.limit, kh.ops)
+		slices.SortStableFunc(kh.unknowns, func(a, b unanswered) int { return cmp.Compare(a.invokeNs, b.invokeNs) })
 		histories = append(histories, kh)
 	}
 	sort.Slice(histories, func(i, j int) bool { return histories[i].key < histories[j].key })
@@ -169,6 +180,15 @@ func keyHistories(h History) (histories []*keyHistory, unbudgeted []string) {
 	}
 	sort.Strings(unbudgeted)
 	return histories, unbudgeted
+}
+
+// opOrigin names an op for a visualization's tooltip.
+func opOrigin(op *Op) string {
+	s := fmt.Sprintf("op %d (client %d", op.ID, op.Client)
+	if op.ServedBy != "" {
+		s += ", served by " + op.ServedBy
+	}
+	return s + ")"
 }
 
 // clientID maps a client number to porcupine's zero-indexed client ids
@@ -230,7 +250,7 @@ func checkKey(kh *keyHistory, deadline time.Time, outDir string) keyResult {
 			return keyResult{result: porcupine.Unknown, notRun: true}
 		}
 	}
-	model := budgetModel(kh.limit)
+	model := budgetModel(kh.limit, kh.unknowns)
 	r := keyResult{result: checkOperations(model, kh.ops, left)}
 	if r.result != porcupine.Ok && outDir != "" {
 		drawTimeout := drawTimeoutMax
@@ -238,6 +258,7 @@ func checkKey(kh *keyHistory, deadline time.Time, outDir string) keyResult {
 			drawTimeout = min(left, drawTimeoutMax)
 		}
 		_, info := checkOperationsVerbose(model, kh.ops, drawTimeout)
+		info.AddAnnotations(kh.annotations)
 		r.artifact, r.err = visualize(model, info, kh.key, outDir)
 	}
 	return r
