@@ -21,7 +21,7 @@ TEST_TIMEOUT ?= 12m
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down
+.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down jepsen fuzz sim
 
 all: build
 
@@ -34,8 +34,19 @@ run: build ## build and start a single dev node on :7070 (data in ./data)
 build: ## build the static tollgate binary into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tollgate ./cmd/tollgate
 
-test: deps lint check-generate ## everything CI runs: lint, generated-code check, all tests with -race
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: deps lint check-generate ## everything CI runs: lint, generated-code check, all tests with -race, more simulation seeds
+	$(GO) test -race -count=1 -parallel 8 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) sim SEEDS=$(SIM_TEST_SEEDS) FIRST_SEED=1001
+
+# The simulation runs 50 seeds inside the -race run above and SIM_TEST_SEEDS
+# more (other seeds) without -race, which is several times faster.
+SIM_TEST_SEEDS ?= 250
+SEEDS ?= 1000
+FIRST_SEED ?= 1
+
+sim: ## run the in-process simulation for SEEDS seeds (default 1000) from FIRST_SEED
+	TOLLGATE_SIM_SEEDS=$(SEEDS) TOLLGATE_SIM_FIRST_SEED=$(FIRST_SEED) \
+		$(GO) test -count=1 -parallel 8 -timeout 60m -run '^TestSimulation$$' ./node/
 
 lint: tools ## buf lint, gofmt, go vet, staticcheck
 	cd proto && $(BIN)/buf lint
@@ -121,3 +132,41 @@ cluster-up: image ## start a 3-node cluster in Docker (deploy/compose.yaml), wai
 
 cluster-down: ## stop the Docker cluster and delete its data volumes
 	$(CLUSTER) down -v
+
+# --- black-box fault injection (test/jepsen) --------------------------------
+# One long run of the jepsen harness: real processes, each in its own network
+# namespace (needs root), faults on a schedule drawn from SEED (default: from
+# the clock; the run prints it), every check at the end. Results (summary; on
+# failure also seed, history, porcupine visualization, node logs) go to
+# test/jepsen/results/<time>-long-seed<N>/. TestJepsenLong is behind the
+# jepsen_long build tag, so `make test` never runs it.
+
+DURATION ?= 600
+NODES ?= 5
+SEED ?=
+
+jepsen: deps ## one long jepsen run: DURATION=600 (seconds) NODES=5 (3 or 5) SEED=... (root)
+	TOLLGATE_JEPSEN_DURATION=$(DURATION) TOLLGATE_JEPSEN_NODES=$(NODES) TOLLGATE_JEPSEN_SEED=$(SEED) \
+		$(GO) test -tags jepsen_long -count=1 -v -timeout $$(( $(DURATION) + 900 ))s -run '^TestJepsenLong$$' ./test/jepsen/
+
+# --- fuzzing -----------------------------------------------------------------
+# `go test -fuzz` takes one target per run, so `make fuzz` runs every Fuzz*
+# function of FUZZ_PKGS in turn for FUZZTIME each (`make test` already runs
+# their seed corpora). A failing input is minimized for at most
+# FUZZMINIMIZETIME and written to <pkg>/testdata/fuzz/<target>/; the other
+# targets still run, and make fails at the end.
+
+FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 30s
+FUZZ_PKGS := ./fsm/ ./transport/
+
+fuzz: ## run each fuzz target of fsm and transport for FUZZTIME (default 30s)
+	@failed=""; \
+	for pkg in $(FUZZ_PKGS); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "$(GO) test -run XXX -fuzz '^$$target\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+			$(GO) test -run XXX -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg \
+				|| failed="$$failed $$pkg$$target"; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed fuzz targets:$$failed"; exit 1; fi

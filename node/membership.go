@@ -416,8 +416,13 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) (string, error
 	if err := n.waitFuture(ctx, f); err != nil {
 		return "", fmt.Errorf("%w: leadership transfer: %v", ErrUnknownOutcome, err)
 	}
+	// Raft may answer the transfer before this node forgets it led; wait for
+	// another leader (or, after a second, accept whoever leads: the target may
+	// have lost the election to us).
+	settle := time.Now().Add(time.Second)
 	for ctx.Err() == nil {
-		if _, leader := n.raft.LeaderWithID(); leader != "" {
+		_, leader := n.raft.LeaderWithID()
+		if leader != "" && (string(leader) != n.cfg.NodeID || time.Now().After(settle)) {
 			return string(leader), nil
 		}
 		select {

@@ -218,15 +218,17 @@ func runSimulation(t *testing.T, seed int64) {
 	c.rec = checker.NewRecorder(seed, simBudgets)
 	rng := rand.New(rand.NewSource(seed))
 	c.waitLeader(5 * time.Second)
+	// Setup commands carry request ids: a retry after an unknown outcome
+	// replays instead of failing with AlreadyExists.
 	for key, amount := range simBudgets {
-		c.mustPropose(&fsm.CreateBudget{Tenant: simTenant, Budget: fsm.BudgetSpec{ID: key, AmountMicros: amount,
+		c.mustPropose(&fsm.CreateBudget{Tenant: simTenant, RequestID: "setup-" + key, Budget: fsm.BudgetSpec{ID: key, AmountMicros: amount,
 			Currency: "USD", Period: fsm.PeriodNone, Timezone: "UTC", Enforcement: fsm.EnforcementHard}})
 	}
 	// "settle" is outside the history: the final consume that proves the
 	// cluster serves again goes there.
-	c.mustPropose(&fsm.CreateBudget{Tenant: simTenant, Budget: fsm.BudgetSpec{ID: "settle", AmountMicros: 1000 * fsm.MicrosPerUnit,
+	c.mustPropose(&fsm.CreateBudget{Tenant: simTenant, RequestID: "setup-settle", Budget: fsm.BudgetSpec{ID: "settle", AmountMicros: 1000 * fsm.MicrosPerUnit,
 		Currency: "USD", Period: fsm.PeriodNone, Timezone: "UTC", Enforcement: fsm.EnforcementHard}})
-	c.mustPropose(&fsm.CreatePolicy{Tenant: simTenant, Policy: fsm.PolicySpec{ID: "p", Algorithm: fsm.AlgorithmTokenBucket,
+	c.mustPropose(&fsm.CreatePolicy{Tenant: simTenant, RequestID: "setup-p", Policy: fsm.PolicySpec{ID: "p", Algorithm: fsm.AlgorithmTokenBucket,
 		Limit: 50, WindowMs: 1000, Burst: 20}})
 
 	ctx, cancel := context.WithTimeout(context.Background(), simDuration)

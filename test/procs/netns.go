@@ -25,6 +25,7 @@ type bridge struct {
 	mu      sync.Mutex
 	hosts   []string               // namespaces
 	cuts    map[[2]string]struct{} // (namespace, peer IP) blackholed
+	drops   map[[2]string]struct{} // (namespace, peer IP) dropped on INPUT (OneWay)
 	hostIPs map[string]string      // namespace -> IP
 	veths   []string
 }
@@ -52,6 +53,7 @@ func newBridge(t testing.TB) *bridge {
 		name:    fmt.Sprintf("tgb%d-%d", pid%10000, seq),
 		subnet:  fmt.Sprintf("10.%d.%d.", 200+pid%50, (pid/50+seq*7)%250),
 		cuts:    map[[2]string]struct{}{},
+		drops:   map[[2]string]struct{}{},
 		hostIPs: map[string]string{},
 	}
 	run(t, "ip", "link", "add", b.name, "type", "bridge")
@@ -122,7 +124,7 @@ func (c *Cluster) Isolate(n *Node) {
 	c.Partition([]*Node{n}, others)
 }
 
-// Heal removes every cut.
+// Heal removes every cut (and every OneWay drop).
 func (c *Cluster) Heal() {
 	c.t.Helper()
 	c.net.mu.Lock()
@@ -130,6 +132,10 @@ func (c *Cluster) Heal() {
 	for k := range c.net.cuts {
 		run(c.t, "ip", "-n", k[0], "route", "del", "blackhole", k[1]+"/32")
 		delete(c.net.cuts, k)
+	}
+	for k := range c.net.drops {
+		run(c.t, "ip", "netns", "exec", k[0], "iptables", "-D", "INPUT", "-s", k[1], "-j", "DROP")
+		delete(c.net.drops, k)
 	}
 }
 

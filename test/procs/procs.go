@@ -29,34 +29,60 @@ import (
 	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
 )
 
+// build is one binary built for one set of build tags.
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildsMu sync.Mutex
+	builds   = map[string]*build{} // by comma-joined sorted tags
 )
 
 // Binary builds ./cmd/tollgate once per test process and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	return BinaryWithTags(t)
+}
+
+// BinaryWithTags builds ./cmd/tollgate with the given build tags (for
+// example "tollgate_planted") once per test process and tag set, and returns
+// its path.
+func BinaryWithTags(t testing.TB, tags ...string) string {
+	t.Helper()
+	key := strings.Join(slices.Sorted(slices.Values(tags)), ",")
+	buildsMu.Lock()
+	b, ok := builds[key]
+	if !ok {
+		b = &build{}
+		builds[key] = b
+	}
+	buildsMu.Unlock()
+	b.once.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
 		dir, err := os.MkdirTemp("", "tollgate-procs-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "tollgate")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/tollgate")
+		b.path = filepath.Join(dir, "tollgate")
+		args := []string{"build", "-o", b.path}
+		if key != "" {
+			args = append(args, "-tags", key)
+		}
+		cmd := exec.Command("go", append(args, "./cmd/tollgate")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/tollgate: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build -tags %q ./cmd/tollgate: %v\n%s", key, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // Poll calls cond every interval until it returns true or timeout passes.
@@ -106,6 +132,9 @@ type Node struct {
 	DataDir    string
 	// Args are the serve flags (set by the cluster; tests may append).
 	Args []string
+	// Env is extra environment (KEY=VALUE) for this node's process, after
+	// Options.Env; read at every Start.
+	Env []string
 
 	netns string
 	mu    sync.Mutex
@@ -142,6 +171,12 @@ type Options struct {
 	Extra []string
 	// ElectionTimeout for every node (default 500ms).
 	ElectionTimeout time.Duration
+	// Tags builds the binary with these build tags (e.g. "tollgate_planted");
+	// each tag set is built once per test process.
+	Tags []string
+	// Env is extra environment (KEY=VALUE) for every node's process, e.g.
+	// TOLLGATE_PLANTED_BUG=no-barrier with Tags tollgate_planted.
+	Env []string
 }
 
 // Cluster is a set of nodes started with --bootstrap-expect len(nodes).
@@ -161,7 +196,7 @@ func NewCluster(t testing.TB, n int, opts Options) *Cluster {
 	if opts.ElectionTimeout == 0 {
 		opts.ElectionTimeout = 500 * time.Millisecond
 	}
-	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir(), opts: opts}
+	c := &Cluster{t: t, bin: BinaryWithTags(t, opts.Tags...), dir: t.TempDir(), opts: opts}
 	if opts.Netns {
 		c.net = newBridge(t)
 	}
@@ -250,6 +285,9 @@ func (c *Cluster) Start(n *Node) {
 		name = "ip"
 	}
 	cmd := exec.Command(name, args...)
+	if len(c.opts.Env)+len(n.Env) > 0 {
+		cmd.Env = append(append(os.Environ(), c.opts.Env...), n.Env...)
+	}
 	cmd.Stdout = n.log
 	cmd.Stderr = n.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
