@@ -41,6 +41,7 @@ type Client struct {
 	Budgets    tollgatev1connect.BudgetServiceClient
 	RateLimits tollgatev1connect.RateLimitServiceClient
 	Cluster    tollgatev1connect.ClusterServiceClient
+	Receipts   tollgatev1connect.ReceiptServiceClient
 
 	nodes *nodeSet
 	http  *http.Client
@@ -115,6 +116,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		Budgets:    tollgatev1connect.NewBudgetServiceClient(hc, base, clientOpts...),
 		RateLimits: tollgatev1connect.NewRateLimitServiceClient(hc, base, clientOpts...),
 		Cluster:    tollgatev1connect.NewClusterServiceClient(hc, base, clientOpts...),
+		Receipts:   tollgatev1connect.NewReceiptServiceClient(hc, base, clientOpts...),
 		nodes:      nodes,
 		http:       hc,
 	}, nil

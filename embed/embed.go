@@ -5,6 +5,7 @@ package embed
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,13 @@ type Config struct {
 	Logger       *slog.Logger
 	// Clock overrides the leader's clock (tests only).
 	Clock func() time.Time
+	// SigningKey is the first receipt signing key of a new cluster (nil: the
+	// first leader generates one); see node.Config.
+	SigningKey ed25519.PrivateKey
+	// ReceiptRetention is how long this node keeps receipts (0: forever).
+	ReceiptRetention time.Duration
+	// NoReceipts turns receipts off (benchmarks of their cost only).
+	NoReceipts bool
 }
 
 // Server is a running node with its API.
@@ -109,6 +117,9 @@ func Start(cfg Config) (*Server, error) {
 		RaftLogLevel:      cfg.RaftLogLevel,
 		ElectionTimeout:   cfg.ElectionTimeout,
 		Clock:             cfg.Clock,
+		SigningKey:        cfg.SigningKey,
+		ReceiptRetention:  cfg.ReceiptRetention,
+		NoReceipts:        cfg.NoReceipts,
 		Logger:            cfg.Logger,
 		Registerer:        reg,
 	})

@@ -10,6 +10,8 @@ type applyCtx struct {
 	index uint64
 	nowMs int64
 	pos   int // position of the command in the entry
+	// leaves collects the entry's receipt leaves.
+	leaves *leafBuilder
 }
 
 func (s *state) createBudget(ctx applyCtx, c *CreateBudget) Result {

@@ -50,6 +50,7 @@ func init() {
 	registerCommand(TypeDeletePolicy, func() Command { return &DeletePolicy{} })
 	registerCommand(TypeRateCheck, func() Command { return &RateCheck{} })
 	registerCommand(TypeMarkServerRemoved, func() Command { return &MarkServerRemoved{} })
+	registerCommand(TypeRotateSigningKey, func() Command { return &RotateSigningKey{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

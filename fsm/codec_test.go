@@ -51,6 +51,7 @@ func minimalCommands() []fsm.Command {
 		&fsm.DeletePolicy{Tenant: tenant, PolicyID: "p"},
 		&fsm.RateCheck{Tenant: tenant, PolicyID: "p", Key: "k", Cost: 1},
 		&fsm.MarkServerRemoved{ID: "n2", Incarnation: "3f2a"},
+		&fsm.RotateSigningKey{Seed: testSeed},
 	}
 }
 
@@ -75,7 +76,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		}
 		seen[c.Type()] = true
 	}
-	for typ := fsm.TypeNoop; typ <= fsm.TypeMarkServerRemoved; typ++ {
+	for typ := fsm.TypeNoop; typ <= fsm.TypeRotateSigningKey; typ++ {
 		if !seen[typ] {
 			t.Errorf("command type %d has no round-trip sample", typ)
 		}
@@ -88,6 +89,7 @@ func TestCommandTypeNumbersAreStable(t *testing.T) {
 		1: &fsm.Noop{}, 2: &fsm.CreateBudget{}, 3: &fsm.UpdateBudget{}, 4: &fsm.DeleteBudget{}, 5: &fsm.Consume{},
 		6: &fsm.ConsumeAtomic{}, 7: &fsm.Reserve{}, 8: &fsm.Commit{}, 9: &fsm.Release{}, 10: &fsm.CreatePolicy{},
 		11: &fsm.UpdatePolicy{}, 12: &fsm.DeletePolicy{}, 13: &fsm.RateCheck{}, 14: &fsm.MarkServerRemoved{},
+		15: &fsm.RotateSigningKey{},
 	}
 	for typ, c := range want {
 		if c.Type() != typ {
@@ -110,7 +112,7 @@ func TestDecodeCommandRejects(t *testing.T) {
 	}{
 		{"empty", nil, "empty command"},
 		{"type 0", []byte{0, 0x80}, "unknown command type 0"},
-		{"type 15", []byte{15, 0x80}, "unknown command type 15"},
+		{"type 16", []byte{16, 0x80}, "unknown command type 16"},
 		{"type 255", []byte{255, 0x80}, "unknown command type 255"},
 		{"no body", []byte{byte(fsm.TypeConsume)}, "decode command type 5"},
 		{"trailing bytes", append(append([]byte(nil), consume...), 0xc0), "trailing"},
@@ -215,19 +217,19 @@ func mustPanic(t *testing.T, name string, f func()) {
 // A replica that cannot apply an entry exactly stops instead of diverging.
 func TestApplyEntryPanicsOnWhatItCannotApply(t *testing.T) {
 	m := fsm.New()
-	mustPanic(t, "undecodable entry", func() { m.ApplyEntry(1, []byte{9, 9}) })
+	mustPanic(t, "undecodable entry", func() { m.ApplyEntry(1, 1, []byte{9, 9}) })
 	mustPanic(t, "unknown command type", func() {
-		m.ApplyEntry(1, fsm.EncodeEntry(fsm.Entry{NowMs: t0, Commands: [][]byte{{200, 0x80}}}))
+		m.ApplyEntry(1, 1, fsm.EncodeEntry(fsm.Entry{NowMs: t0, Commands: [][]byte{{200, 0x80}}}))
 	})
 	mustPanic(t, "undecodable command", func() {
-		m.ApplyEntry(1, fsm.EncodeEntry(fsm.Entry{NowMs: t0, Commands: [][]byte{{byte(fsm.TypeConsume), 0xc1}}}))
+		m.ApplyEntry(1, 1, fsm.EncodeEntry(fsm.Entry{NowMs: t0, Commands: [][]byte{{byte(fsm.TypeConsume), 0xc1}}}))
 	})
 	if m.AppliedIndex() != 0 {
 		t.Fatalf("a refused entry advanced the index to %d", m.AppliedIndex())
 	}
-	m.ApplyEntry(5, fsm.EncodeEntry(fsm.Entry{NowMs: t0}))
-	mustPanic(t, "same index again", func() { m.ApplyEntry(5, fsm.EncodeEntry(fsm.Entry{NowMs: t0})) })
-	mustPanic(t, "lower index", func() { m.ApplyEntry(4, fsm.EncodeEntry(fsm.Entry{NowMs: t0})) })
+	m.ApplyEntry(5, 1, fsm.EncodeEntry(fsm.Entry{NowMs: t0}))
+	mustPanic(t, "same index again", func() { m.ApplyEntry(5, 1, fsm.EncodeEntry(fsm.Entry{NowMs: t0})) })
+	mustPanic(t, "lower index", func() { m.ApplyEntry(4, 1, fsm.EncodeEntry(fsm.Entry{NowMs: t0})) })
 	m.SkipEntry(6)
 	if m.AppliedIndex() != 6 {
 		t.Fatalf("applied index %d after SkipEntry(6)", m.AppliedIndex())

@@ -1,5 +1,7 @@
 package fsm
 
+import "strconv"
+
 // CommandType is the first byte of an encoded command. Types are append-only:
 // a retired type keeps its number, and a new type goes at the end.
 type CommandType uint8
@@ -20,6 +22,7 @@ const (
 	TypeDeletePolicy                  // 12
 	TypeRateCheck                     // 13
 	TypeMarkServerRemoved             // 14: an admin removed a server from Raft
+	TypeRotateSigningKey              // 15: a new cluster receipt-signing key
 )
 
 // Command is one decoded command. Every command carries its tenant and an
@@ -257,3 +260,22 @@ func (c *CreatePolicy) idempotencyKey() (string, string)  { return c.Tenant, c.R
 func (c *UpdatePolicy) idempotencyKey() (string, string)  { return c.Tenant, c.RequestID }
 func (c *DeletePolicy) idempotencyKey() (string, string)  { return c.Tenant, c.RequestID }
 func (c *RateCheck) idempotencyKey() (string, string)     { return c.Tenant, c.RequestID }
+
+// name is the reason as it appears in receipt leaves ("" for none).
+func (r DenyReason) name() string {
+	switch r {
+	case ReasonNone:
+		return ""
+	case ReasonBudgetExceeded:
+		return "budget_exceeded"
+	case ReasonHoldNotActive:
+		return "hold_not_active"
+	case ReasonRateLimited:
+		return "rate_limited"
+	case ReasonCostExceedsLimit:
+		return "cost_exceeds_limit"
+	case ReasonBatchAborted:
+		return "batch_aborted"
+	}
+	return "reason_" + strconv.Itoa(int(r))
+}

@@ -17,6 +17,8 @@ const (
 	CodeAlreadyExists
 	CodeFailedPrecondition
 	CodeResourceExhausted
+	// CodeUnavailable: the cluster cannot decide yet (no signing key); retry.
+	CodeUnavailable
 )
 
 // Sentinel errors so that errors.Is works across layers.
@@ -26,6 +28,7 @@ var (
 	ErrAlreadyExists      = errors.New("already exists")
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrResourceExhausted  = errors.New("resource exhausted")
+	ErrUnavailable        = errors.New("unavailable")
 )
 
 // Error is a rejected command: the request was well formed enough to be
@@ -55,6 +58,8 @@ func (e *Error) sentinel() error {
 		return ErrFailedPrecondition
 	case CodeResourceExhausted:
 		return ErrResourceExhausted
+	case CodeUnavailable:
+		return ErrUnavailable
 	}
 	return nil
 }

@@ -311,7 +311,7 @@ func (e probeEntry) apply(t *testing.T, m *fsm.Machine) []fsm.Result {
 	for i, c := range e.cmds {
 		entry.Commands[i] = mustEncode(t, c)
 	}
-	out := m.ApplyEntry(e.index, fsm.EncodeEntry(entry))
+	out := m.ApplyEntry(e.index, 1, fsm.EncodeEntry(entry))
 	if e.reads != nil {
 		m.Read(e.nowMs, func(v fsm.View) error {
 			e.reads(v)

@@ -2,10 +2,15 @@ package fsm_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/receipt"
 )
 
 // The tests of this package drive the state machine only through its public
@@ -31,10 +36,39 @@ type recordedEntry struct {
 	data  []byte
 }
 
+// newHarness returns an empty machine at index 0 that holds a signing key
+// (decisions need one), restored from a crafted snapshot so that test logs
+// keep their indices.
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	return &harness{t: t, m: fsm.New()}
+	return &harness{t: t, m: keyedMachine(t)}
 }
+
+// keyedMachine is fsm.New() plus the test signing key, at index 0.
+func keyedMachine(t testing.TB) *fsm.Machine {
+	t.Helper()
+	priv := ed25519.NewKeyFromSeed(testSeed)
+	pub := priv.Public().(ed25519.PublicKey)
+	rec := func(typ byte, v any) []byte {
+		body, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(binary.AppendUvarint([]byte{typ}, uint64(len(body))), body...)
+	}
+	snap := []byte("TGSNAP")
+	snap = append(snap, rec(1, map[string]any{"v": fsm.SnapshotFormatVersion, "i": 0, "t": 0})...)
+	snap = append(snap, rec(8, map[string]any{"keys": []fsm.SigningKey{{ID: receipt.KeyID(pub), Public: pub, Seed: testSeed}}})...)
+	snap = append(snap, rec(255, map[string]any{})...)
+	m := fsm.New()
+	if err := m.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatalf("keyed machine: %v", err)
+	}
+	return m
+}
+
+// testSeed is the signing key seed of fsm tests.
+var testSeed = []byte("tollgate-fsm-test-signing-seed!!")
 
 // applyEntry applies one entry stamped nowMs holding cmds at the next index.
 func (h *harness) applyEntry(nowMs int64, cmds ...fsm.Command) *fsm.EntryResult {
@@ -46,7 +80,7 @@ func (h *harness) applyEntry(nowMs int64, cmds ...fsm.Command) *fsm.EntryResult 
 	h.index++
 	data := fsm.EncodeEntry(entry)
 	h.entries = append(h.entries, recordedEntry{index: h.index, data: data})
-	out := h.m.ApplyEntry(h.index, data)
+	out := h.m.ApplyEntry(h.index, 1, data)
 	if out.Index != h.index || len(out.Results) != len(cmds) {
 		h.t.Fatalf("entry %d: got index %d and %d results for %d commands", h.index, out.Index, len(out.Results), len(cmds))
 	}

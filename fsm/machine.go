@@ -14,6 +14,19 @@ import (
 type Machine struct {
 	mu sync.RWMutex
 	s  *state
+	// noReceipts turns receipts off (benchmarks of their cost only; every
+	// replica of a cluster must agree, see DisableReceipts).
+	noReceipts bool
+}
+
+// DisableReceipts makes the machine decide without leaves, checkpoints or a
+// signing key. It exists to measure what receipts cost: a cluster must run
+// all its replicas with the same setting, and one without receipts proves
+// nothing. Call it before the first entry is applied.
+func (m *Machine) DisableReceipts() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.noReceipts = true
 }
 
 // New returns an empty state machine.
@@ -24,7 +37,7 @@ func New() *Machine {
 // ApplyEntry applies one committed log entry at index and returns one result
 // per command. It panics on an entry it cannot decode: a replica that cannot
 // apply the log exactly must stop rather than diverge.
-func (m *Machine) ApplyEntry(index uint64, data []byte) *EntryResult {
+func (m *Machine) ApplyEntry(index, term uint64, data []byte) *EntryResult {
 	entry, err := DecodeEntry(data)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: undecodable entry at index %d: %v", index, err))
@@ -48,9 +61,34 @@ func (m *Machine) ApplyEntry(index uint64, data []byte) *EntryResult {
 	s.idem.expire(nowMs)
 
 	out := &EntryResult{Index: index, NowMs: nowMs, Results: make([]Result, len(cmds))}
+	var leaves *leafBuilder
+	if !m.noReceipts {
+		leaves = &leafBuilder{index: index, nowMs: nowMs}
+	}
+	type pendingKey struct {
+		key  *SigningKey
+		seed []byte
+	}
+	var pending []pendingKey
 	for i, c := range cmds {
-		ctx := applyCtx{index: index, nowMs: nowMs, pos: i}
-		out.Results[i] = s.applyIdempotent(ctx, c, entry.Commands[i])
+		ctx := applyCtx{index: index, nowMs: nowMs, pos: i, leaves: leaves}
+		r := s.applyIdempotent(ctx, c, entry.Commands[i])
+		if rot, ok := c.(*RotateSigningKey); ok && r.Err == nil {
+			// The first key signs its own entry; a rotation's entry is
+			// signed with the key it replaces.
+			if s.activeKey() == nil {
+				s.activateKey(r.Key, rot.Seed)
+			} else {
+				pending = append(pending, pendingKey{r.Key, rot.Seed})
+			}
+		}
+		out.Results[i] = r
+	}
+	if leaves != nil {
+		out.Receipts = s.seal(leaves, term)
+	}
+	for _, p := range pending {
+		s.activateKey(p.key, p.seed)
 	}
 	return out
 }
@@ -76,11 +114,13 @@ func (s *state) applyIdempotent(ctx applyCtx, c Command, raw []byte) Result {
 	if err := Validate(c); err != nil {
 		return Result{Index: ctx.index, Err: err}
 	}
+	if _, rotation := c.(*RotateSigningKey); !rotation && ctx.leaves != nil && makesLeaves(c) && s.activeKey() == nil {
+		// Not stored for the request id: a retry after the key exists decides.
+		return Result{Index: ctx.index, Err: errorf(CodeUnavailable, "the cluster has no receipt signing key yet; retry")}
+	}
 	tenant, requestID := c.idempotencyKey()
 	if requestID == "" {
-		r := s.apply(ctx, c)
-		r.Index = ctx.index
-		return r
+		return s.applyFirst(ctx, c)
 	}
 	fp := fingerprint(raw)
 	if rec := s.idem.get(tenant, requestID); rec != nil {
@@ -96,9 +136,19 @@ func (s *state) applyIdempotent(ctx applyCtx, c Command, raw []byte) Result {
 		return Result{Index: ctx.index, Err: errorf(CodeResourceExhausted,
 			"the idempotency table holds its maximum of %d request ids; retry later", IdempotencyEntriesMax)}
 	}
+	r := s.applyFirst(ctx, c)
+	s.idem.put(&idemRecord{Tenant: tenant, RequestID: requestID, Fingerprint: fp, AtMs: ctx.nowMs, Result: r})
+	return r
+}
+
+// applyFirst applies a command that was not applied before and adds the
+// leaves of its decision to the entry's receipts.
+func (s *state) applyFirst(ctx applyCtx, c Command) Result {
 	r := s.apply(ctx, c)
 	r.Index = ctx.index
-	s.idem.put(&idemRecord{Tenant: tenant, RequestID: requestID, Fingerprint: fp, AtMs: ctx.nowMs, Result: r})
+	if r.Err == nil && makesLeaves(c) && ctx.leaves != nil {
+		ctx.leaves.addLeaves(c, &r)
+	}
 	return r
 }
 
@@ -133,6 +183,8 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 		return s.deletePolicy(c)
 	case *RateCheck:
 		return s.rateCheck(ctx, c)
+	case *RotateSigningKey:
+		return s.rotateSigningKey(ctx, c)
 	}
 	panic(fmt.Sprintf("fsm: no handler for command type %d", c.Type()))
 }

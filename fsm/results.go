@@ -15,6 +15,11 @@ type Result struct {
 	Policy *Policy       `msgpack:"p,omitempty"`
 	Rate   *RateResult   `msgpack:"r,omitempty"`
 	Delete *DeleteResult `msgpack:"d,omitempty"`
+	// Key is the new signing key of a RotateSigningKey (public half only).
+	Key *SigningKey `msgpack:"k,omitempty"`
+	// Receipt names the decision's leaf; for an atomic batch, the first
+	// item's (item i is at Position+i).
+	Receipt *ReceiptRef `msgpack:"rc,omitempty"`
 	// Replayed is true when the result came from the idempotency table. It is
 	// not stored; the reply itself is identical.
 	Replayed bool `msgpack:"-"`
@@ -61,6 +66,9 @@ type EntryResult struct {
 	Index   uint64
 	NowMs   int64
 	Results []Result
+	// Receipts is the entry's signed checkpoint and leaves (nil when the
+	// entry decided nothing).
+	Receipts *EntryReceipts
 }
 
 // EncodeResults encodes results for a follower that forwarded their commands

@@ -32,7 +32,10 @@ const (
 	recRateKey byte = 5
 	recIdem    byte = 6
 	recRemoved byte = 7
-	recTrailer byte = 255
+	// recReceipts: the signing keys and the chain head (absent in snapshots
+	// from before receipts; then the leader sets a first key).
+	recReceipts byte = 8
+	recTrailer  byte = 255
 )
 
 type snapshotHeader struct {
@@ -135,6 +138,9 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 	}
 	for _, r := range s.removedServers {
 		rw.write(recRemoved, r)
+	}
+	if len(s.receipts.Keys) > 0 || s.receipts.HeadIndex != 0 {
+		rw.write(recReceipts, s.receipts)
 	}
 	rw.write(recTrailer, snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
 		RateKeys: s.rateKeys, Idem: s.idem.len()})
@@ -304,6 +310,13 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 			return fmt.Errorf("more than %d removed-server records", RemovedServersMax)
 		}
 		s.removedServers = append(s.removedServers, r)
+	case recReceipts:
+		if len(s.receipts.Keys) > 0 || s.receipts.HeadIndex != 0 {
+			return fmt.Errorf("receipt record appears twice")
+		}
+		if err := decodeMsgpack(body, &s.receipts); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown snapshot record type %d", typ)
 	}
@@ -318,6 +331,9 @@ func (s *state) checkRestored(t snapshotTrailer) error {
 		RateKeys: s.rateKeys, Idem: s.idem.len()}
 	if got != t {
 		return fmt.Errorf("snapshot counts %+v do not match its trailer %+v", got, t)
+	}
+	if err := s.checkRestoredReceipts(); err != nil {
+		return err
 	}
 	children := map[objectKey]uint32{}
 	holds := map[objectKey]uint32{}

@@ -227,7 +227,7 @@ func TestDeterminismSameLogSameBytes(t *testing.T) {
 	b := newHarness(t)
 	var resultsB [][]fsm.Result
 	for i, e := range a.entries {
-		out := b.m.ApplyEntry(e.index, e.data)
+		out := b.m.ApplyEntry(e.index, 1, e.data)
 		if i >= len(busyLog(t)) {
 			resultsB = append(resultsB, out.Results)
 		}
@@ -380,7 +380,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"bad magic", append([]byte("TGSNAQ"), snap[len(snapshotMagic):]...), "not a tollgate snapshot"},
 		{"lower-case magic", append([]byte("tgsnap"), snap[len(snapshotMagic):]...), "not a tollgate snapshot"},
 		{"magic only", []byte(snapshotMagic), "truncated"},
-		{"unknown record type", buildSnapshot(withRecord(1, record{typ: 8, body: []byte{0x80}})), "unknown snapshot record type 8"},
+		{"unknown record type", buildSnapshot(withRecord(1, record{typ: 9, body: []byte{0x80}})), "unknown snapshot record type 9"},
 		{"unknown record type 0", buildSnapshot(withRecord(2, record{typ: 0, body: []byte{0x80}})), "unknown snapshot record type 0"},
 		{"no header", buildSnapshot(records[1:]), "header"},
 		{"two headers", buildSnapshot(withRecord(1, records[0])), "header"},

@@ -165,6 +165,8 @@ type state struct {
 
 	// removedServers are admin removals in log order (RemovedServersMax).
 	removedServers []RemovedServer
+	// receipts is the signing key history and the checkpoint chain head.
+	receipts receiptState
 
 	holdExpiries expiryHeap[holdExpiry]
 	rateExpiries expiryHeap[rateExpiry]

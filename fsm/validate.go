@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"crypto/ed25519"
 	"time"
 )
 
@@ -188,7 +189,7 @@ func ValidatePolicySpec(p *PolicySpec) *Error { return validatePolicySpec(p) }
 func Validate(c Command) *Error {
 	tenant, requestID := c.idempotencyKey()
 	switch c.(type) {
-	case *Noop, *MarkServerRemoved: // cluster-level: no tenant
+	case *Noop, *MarkServerRemoved, *RotateSigningKey: // cluster-level: no tenant
 	default:
 		if err := ValidateID("tenant", tenant); err != nil {
 			return err
@@ -199,6 +200,11 @@ func Validate(c Command) *Error {
 	}
 	switch c := c.(type) {
 	case *Noop:
+		return nil
+	case *RotateSigningKey:
+		if len(c.Seed) != ed25519.SeedSize {
+			return invalidf("signing key seed is %d bytes; want %d", len(c.Seed), ed25519.SeedSize)
+		}
 		return nil
 	case *MarkServerRemoved:
 		if err := ValidateID("id", c.ID); err != nil {

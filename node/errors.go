@@ -24,6 +24,11 @@ var (
 	// ErrNotReady: this node is the leader but has not yet committed an entry
 	// of its term, so it cannot serve linearizable reads yet.
 	ErrNotReady = errors.New("new leader not ready to serve reads")
+	// ErrNoReceipt: this node does not hold the receipt or checkpoint asked
+	// for (never made, before the node's held-from index, or pruned).
+	ErrNoReceipt = errors.New("no such receipt on this node")
+	// ErrNoReceiptStore: this node keeps no receipts (no data directory).
+	ErrNoReceiptStore = errors.New("this node keeps no receipts")
 )
 
 // NotLeaderError carries the leader hint.

@@ -2,7 +2,9 @@ package node
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -13,9 +15,11 @@ import (
 // raftFSM adapts fsm.Machine to hashicorp/raft. It is thin on purpose: all
 // decisions are in fsm; this only moves bytes and tracks the applied index.
 type raftFSM struct {
-	machine *fsm.Machine
-	applied *appliedIndex
-	metrics *metrics
+	machine  *fsm.Machine
+	applied  *appliedIndex
+	metrics  *metrics
+	receipts *receiptStore // nil: no receipts kept
+	log      *slog.Logger
 }
 
 var (
@@ -31,6 +35,7 @@ func (f *raftFSM) Apply(l *raft.Log) interface{} {
 // barrier entries never reach it) and returns one response per entry.
 func (f *raftFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
+	var sealed []*fsm.EntryResult
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			f.machine.SkipEntry(l.Index)
@@ -40,9 +45,20 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if planted("wall-clock-apply") {
 			data = plantedRestamp(data)
 		}
-		res := f.machine.ApplyEntry(l.Index, data)
+		res := f.machine.ApplyEntry(l.Index, l.Term, data)
 		f.metrics.observeEntry(res)
 		out[i] = res
+		if res.Receipts != nil {
+			sealed = append(sealed, res)
+		}
+	}
+	if f.receipts != nil && len(sealed) > 0 {
+		// Written before the results are handed back, so a reply's receipt
+		// can be read from this node as soon as the reply exists.
+		if err := f.receipts.put(sealed); err != nil {
+			f.metrics.receiptErrors.Inc()
+			f.log.Error("receipt store write failed", "index", sealed[0].Index, "err", err)
+		}
 	}
 	f.applied.set(logs[len(logs)-1].Index)
 	return out
@@ -51,6 +67,13 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 // Snapshot encodes the state into memory while Apply waits (Raft calls it on
 // the FSM goroutine); Persist then writes the bytes while Apply goes on.
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if f.receipts != nil {
+		// Everything the snapshot covers must be durable in the receipt
+		// store: after the log is compacted it cannot be replayed.
+		if err := f.receipts.sync(); err != nil {
+			return nil, fmt.Errorf("sync receipts: %w", err)
+		}
+	}
 	var buf bytes.Buffer
 	if err := f.machine.WriteSnapshot(&buf); err != nil {
 		return nil, err
@@ -64,6 +87,12 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.metrics.restores.Inc()
+	if f.receipts != nil {
+		headIndex, headHash := f.machine.ChainHead()
+		if err := f.receipts.restored(f.machine.AppliedIndex(), headIndex, headHash); err != nil {
+			return fmt.Errorf("receipt store after restore: %w", err)
+		}
+	}
 	f.applied.set(f.machine.AppliedIndex())
 	return nil
 }

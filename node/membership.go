@@ -185,6 +185,7 @@ func (n *Node) markBootstrapDone() {
 // remove servers missing longer than the grace period when that keeps a
 // quorum of the remaining voters alive.
 func (n *Node) reconcile() {
+	n.ensureSigningKey()
 	cf := n.raft.GetConfiguration()
 	if cf.Error() != nil {
 		return

@@ -14,6 +14,7 @@ type metrics struct {
 	forwarded        prometheus.Counter
 	storeBatches     prometheus.Histogram
 	restores         prometheus.Counter
+	receiptErrors    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,9 +50,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tollgate_snapshot_restores_total",
 			Help: "Snapshots restored into the state machine (at start, installed from the leader, or uploaded).",
 		}),
+		receiptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_receipt_store_errors_total",
+			Help: "Failed writes to this node's receipt store (the decisions stand; the receipts are on the other replicas).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.entries, m.commandsPerEntry, m.decisions, m.proposeSeconds, m.forwarded, m.storeBatches, m.restores)
+		reg.MustRegister(m.entries, m.commandsPerEntry, m.decisions, m.proposeSeconds, m.forwarded, m.storeBatches, m.restores, m.receiptErrors)
 	}
 	return m
 }

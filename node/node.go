@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -100,6 +101,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the node's Prometheus metrics (nil: none).
 	Registerer prometheus.Registerer
+	// SigningKey is the receipt signing key a leader installs when the
+	// cluster has none yet (nil: the leader generates one). Rotation later is
+	// an explicit command (RotateSigningKey).
+	SigningKey ed25519.PrivateKey
+	// ReceiptRetention is how long (in log time) this node keeps receipts in
+	// receipts.db; 0 keeps them forever. With Stores set and no DataDir the
+	// node keeps no receipts.
+	ReceiptRetention time.Duration
+	// NoReceipts turns receipts off, to measure what they cost (benchmarks
+	// only; every node of the cluster must have the same setting).
+	NoReceipts bool
 }
 
 const (
@@ -170,6 +182,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport raft.Transport
 	logStore  *raftboltdb.BoltStore
+	receipts  *receiptStore // nil: this node keeps no receipts
 	applied   *appliedIndex
 	metrics   *metrics
 	log       *slog.Logger
@@ -213,6 +226,16 @@ func New(cfg Config) (*Node, error) {
 		apiAddrs:  map[string]string{cfg.NodeID: cfg.APIAddr},
 		peers:     cfg.Peers,
 		members:   newMembership(),
+	}
+	if cfg.NoReceipts {
+		n.machine.DisableReceipts()
+	}
+	if cfg.DataDir != "" && !cfg.NoReceipts {
+		rs, err := openReceiptStore(cfg.DataDir, cfg.ReceiptRetention)
+		if err != nil {
+			return nil, err
+		}
+		n.receipts = rs
 	}
 	if err := n.startRaft(); err != nil {
 		n.closeStores()
@@ -376,7 +399,7 @@ func (n *Node) startRaft() error {
 			return fmt.Errorf("node: bootstrap: %w", err)
 		}
 	}
-	f := &raftFSM{machine: n.machine, applied: n.applied, metrics: n.metrics}
+	f := &raftFSM{machine: n.machine, applied: n.applied, metrics: n.metrics, receipts: n.receipts, log: n.log}
 	n.raft, err = raft.NewRaft(rc, f, logs, stable, snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
@@ -481,6 +504,9 @@ func (n *Node) closeStores() {
 	if n.logStore != nil {
 		n.logStore.Close()
 	}
+	if n.receipts != nil {
+		n.receipts.close()
+	}
 }
 
 // watchLeadership commits a barrier entry whenever this node becomes leader,
@@ -501,12 +527,19 @@ func (n *Node) watchLeadership() {
 				n.mu.Lock()
 				n.readyTerm = term
 				n.mu.Unlock()
+				n.ensureSigningKey()
 				continue
 			}
 			// Our own no-op command (not raft.Barrier) so the state machine
-			// sees the entry and the applied index reaches it.
+			// sees the entry and the applied index reaches it. A cluster
+			// without a receipt signing key gets its first one in the same
+			// entry, so a ready leader can always decide.
+			cmds := []fsm.Command{&fsm.Noop{}}
+			if rot := n.firstKeyCommand(); rot != nil {
+				cmds = append(cmds, rot)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-			_, _, err := n.Propose(ctx, &fsm.Noop{})
+			_, _, err := n.Propose(ctx, cmds...)
 			cancel()
 			if err != nil {
 				n.log.Warn("leader barrier failed", "term", term, "err", err)

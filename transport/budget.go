@@ -26,7 +26,7 @@ func (h *budgetHandler) CreateBudget(ctx context.Context, req *connect.Request[t
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, &tollgatev1.CreateBudgetResponse{State: budgetStateToWire(r.Budget), LogIndex: r.Index}), nil
+	return reply(r, &tollgatev1.CreateBudgetResponse{State: budgetStateToWire(r.Budget), LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
 
 func (h *budgetHandler) UpdateBudget(ctx context.Context, req *connect.Request[tollgatev1.UpdateBudgetRequest]) (*connect.Response[tollgatev1.UpdateBudgetResponse], error) {
@@ -57,7 +57,7 @@ func (h *budgetHandler) UpdateBudget(ctx context.Context, req *connect.Request[t
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, &tollgatev1.UpdateBudgetResponse{State: budgetStateToWire(r.Budget), LogIndex: r.Index}), nil
+	return reply(r, &tollgatev1.UpdateBudgetResponse{State: budgetStateToWire(r.Budget), LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
 
 func (h *budgetHandler) DeleteBudget(ctx context.Context, req *connect.Request[tollgatev1.DeleteBudgetRequest]) (*connect.Response[tollgatev1.DeleteBudgetResponse], error) {
@@ -65,7 +65,7 @@ func (h *budgetHandler) DeleteBudget(ctx context.Context, req *connect.Request[t
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, &tollgatev1.DeleteBudgetResponse{ReleasedHolds: r.Delete.ReleasedHolds, LogIndex: r.Index}), nil
+	return reply(r, &tollgatev1.DeleteBudgetResponse{ReleasedHolds: r.Delete.ReleasedHolds, LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
 
 func (h *budgetHandler) GetBudget(ctx context.Context, req *connect.Request[tollgatev1.GetBudgetRequest]) (*connect.Response[tollgatev1.GetBudgetResponse], error) {
@@ -162,7 +162,12 @@ func (h *budgetHandler) Consume(ctx context.Context, req *connect.Request[tollga
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, consumeToWire(r.Spend, r.Index)), nil
+	out := consumeToWire(r.Spend, r.Index)
+	out.ReceiptRef = refToWire(r.Receipt, 0)
+	if out.Receipt, err = h.receipt(ctx, req.Msg.IncludeReceipt, out.ReceiptRef); err != nil {
+		return nil, err
+	}
+	return reply(r, out), nil
 }
 
 // ConsumeBatch: a non-atomic batch is one Consume command per item, all in
@@ -200,8 +205,13 @@ func (h *budgetHandler) ConsumeBatch(ctx context.Context, req *connect.Request[t
 		if r.Err != nil {
 			return nil, r.Err // validated up front, so only a rejection of the whole request remains
 		}
-		out.Results = append(out.Results, consumeToWire(r.Spend, r.Index))
+		item := consumeToWire(r.Spend, r.Index)
+		item.ReceiptRef = refToWire(r.Receipt, 0)
+		out.Results = append(out.Results, item)
 		out.AllAllowed = out.AllAllowed && r.Spend.Allowed
+	}
+	if err := h.batchReceipts(ctx, req.Msg.IncludeReceipt, out.Results); err != nil {
+		return nil, err
 	}
 	return replyReplayed(replayed, out), nil
 }
@@ -224,8 +234,13 @@ func (h *budgetHandler) consumeAtomic(ctx context.Context, msg *tollgatev1.Consu
 	}
 	out := &tollgatev1.ConsumeBatchResponse{AllAllowed: true, LogIndex: r.Index}
 	for i := range r.Batch {
-		out.Results = append(out.Results, consumeToWire(&r.Batch[i], r.Index))
+		item := consumeToWire(&r.Batch[i], r.Index)
+		item.ReceiptRef = refToWire(r.Receipt, uint32(i))
+		out.Results = append(out.Results, item)
 		out.AllAllowed = out.AllAllowed && r.Batch[i].Allowed
+	}
+	if err := h.batchReceipts(ctx, msg.IncludeReceipt, out.Results); err != nil {
+		return nil, err
 	}
 	return reply(r, out), nil
 }
@@ -245,7 +260,14 @@ func (h *budgetHandler) Reserve(ctx context.Context, req *connect.Request[tollga
 		return nil, err
 	}
 	s := r.Spend
+	ref := refToWire(r.Receipt, 0)
+	full, err := h.receipt(ctx, req.Msg.IncludeReceipt, ref)
+	if err != nil {
+		return nil, err
+	}
 	return reply(r, &tollgatev1.ReserveResponse{
+		ReceiptRef:       ref,
+		Receipt:          full,
 		Allowed:          s.Allowed,
 		HoldId:           s.HoldID,
 		Remaining:        formatAmount(s.RemainingMicros, s.Currency),
@@ -267,7 +289,14 @@ func (h *budgetHandler) Commit(ctx context.Context, req *connect.Request[tollgat
 		return nil, err
 	}
 	c := consumeToWire(r.Spend, r.Index)
+	ref := refToWire(r.Receipt, 0)
+	full, err := h.receipt(ctx, req.Msg.IncludeReceipt, ref)
+	if err != nil {
+		return nil, err
+	}
 	return reply(r, &tollgatev1.CommitResponse{
+		ReceiptRef:        ref,
+		Receipt:           full,
 		Allowed:           c.Allowed,
 		Remaining:         c.Remaining,
 		Reason:            c.Reason,
@@ -286,10 +315,17 @@ func (h *budgetHandler) Release(ctx context.Context, req *connect.Request[tollga
 		return nil, err
 	}
 	s := r.Spend
+	ref := refToWire(r.Receipt, 0)
+	full, err := h.receipt(ctx, req.Msg.IncludeReceipt, ref)
+	if err != nil {
+		return nil, err
+	}
 	return reply(r, &tollgatev1.ReleaseResponse{
-		Released:  formatAmount(s.ReleasedMicros, s.Currency),
-		Remaining: formatAmount(s.RemainingMicros, s.Currency),
-		LogIndex:  r.Index,
-		BudgetId:  s.BudgetID,
+		ReceiptRef: ref,
+		Receipt:    full,
+		Released:   formatAmount(s.ReleasedMicros, s.Currency),
+		Remaining:  formatAmount(s.RemainingMicros, s.Currency),
+		LogIndex:   r.Index,
+		BudgetId:   s.BudgetID,
 	}), nil
 }

@@ -83,6 +83,10 @@ func codeOf(err error) connect.Code {
 		return connect.CodeFailedPrecondition
 	case errors.Is(err, fsm.ErrResourceExhausted):
 		return connect.CodeResourceExhausted
+	case errors.Is(err, node.ErrNoReceipt):
+		return connect.CodeNotFound
+	case errors.Is(err, fsm.ErrUnavailable), errors.Is(err, node.ErrNoReceiptStore):
+		return connect.CodeUnavailable
 	case errors.Is(err, node.ErrNotLeader), errors.Is(err, node.ErrNotReady), errors.Is(err, node.ErrTooStale),
 		errors.Is(err, node.ErrShutdown), errors.Is(err, node.ErrUnknownOutcome), errors.Is(err, node.ErrOverloaded):
 		return connect.CodeUnavailable

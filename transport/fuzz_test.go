@@ -52,7 +52,7 @@ type fakeNode struct {
 func newFakeNode(t *testing.T, setup []byte, fail bool) *fakeNode {
 	n := &fakeNode{t: t, m: fsm.New(), fail: fail, rejections: map[fsm.Code]bool{}}
 	n.index++
-	for _, r := range n.m.ApplyEntry(n.index, setup).Results {
+	for _, r := range n.m.ApplyEntry(n.index, 1, setup).Results {
 		if r.Err != nil {
 			t.Fatalf("fake node setup: %v", r.Err)
 		}
@@ -73,7 +73,7 @@ func (n *fakeNode) Propose(_ context.Context, cmds ...fsm.Command) ([]fsm.Result
 		return nil, 0, errFakeNode
 	}
 	n.index++
-	out := n.m.ApplyEntry(n.index, fsm.EncodeEntry(entry))
+	out := n.m.ApplyEntry(n.index, 1, fsm.EncodeEntry(entry))
 	for _, r := range out.Results {
 		if r.Err != nil {
 			n.rejections[r.Err.Code] = true
@@ -127,7 +127,7 @@ func (n *fakeNode) Read(_ context.Context, level node.Consistency, maxStaleness 
 }
 
 // fuzzSetup is the entry the fake node starts from, at index 1: budgets
-// (one with a parent), policies, and a hold "h1-6" that Commit and Release
+// (one with a parent), policies, and a hold "h1-7" that Commit and Release
 // seeds name. "slow" refills one token a leap year, so a check that empties
 // it resets after a thousand years.
 func fuzzSetup(t testing.TB) []byte {
@@ -146,8 +146,10 @@ func fuzzSetup(t testing.TB) []byte {
 			Scales: []fsm.PriorityScale{{Priority: 1, Percent: 50}}}},
 		&fsm.CreatePolicy{Tenant: "acme", Policy: fsm.PolicySpec{ID: "slow", Algorithm: fsm.AlgorithmTokenBucket, Limit: 1,
 			WindowMs: fsm.RateWindowMaxMs, Burst: 1000}},
-		&fsm.Reserve{Tenant: "acme", BudgetID: "b", AmountMicros: fsm.MicrosPerUnit, TTLMs: fsm.HoldTTLMaxMs}, // h1-6
+		&fsm.Reserve{Tenant: "acme", BudgetID: "b", AmountMicros: fsm.MicrosPerUnit, TTLMs: fsm.HoldTTLMaxMs}, // h1-7
 	}
+	// The cluster's first signing key comes first: decisions need one.
+	cmds = append([]fsm.Command{&fsm.RotateSigningKey{Seed: make([]byte, 32)}}, cmds...)
 	entry := fsm.Entry{NowMs: fuzzNowMs}
 	for _, c := range cmds {
 		raw, err := fsm.EncodeCommand(c)
@@ -264,8 +266,8 @@ var requestSeeds = []struct{ procedure, body string }{
 	{"BudgetService/Check", `{"tenant":"acme","budgetId":"llm-team-a","amount":"99.5"}`},
 	{"BudgetService/Consume", `{"tenant":"acme","budgetId":"llm","amount":"5000","requestId":"r-big"}`},
 	{"BudgetService/Reserve", `{"tenant":"acme","budgetId":"llm","amount":"2.00","ttl":"30s","requestId":"r-2"}`},
-	{"BudgetService/Commit", `{"tenant":"acme","holdId":"h1-6","amount":"1.50","requestId":"r-3"}`},
-	{"BudgetService/Release", `{"tenant":"acme","holdId":"h1-6","requestId":"r-5"}`},
+	{"BudgetService/Commit", `{"tenant":"acme","holdId":"h1-7","amount":"1.50","requestId":"r-3"}`},
+	{"BudgetService/Release", `{"tenant":"acme","holdId":"h1-7","requestId":"r-5"}`},
 	{"BudgetService/UpdateBudget", `{"tenant":"acme","budget":{"id":"b","amount":"20","thresholdsPercent":[10]},"updateMask":"amount,thresholdsPercent"}`},
 	{"BudgetService/DeleteBudget", `{"tenant":"acme","budgetId":"llm-team-a","requestId":"d-1"}`},
 	{"BudgetService/ConsumeBatch", `{"tenant":"acme","items":[{"budgetId":"llm","amount":"1"},{"budgetId":"llm-team-a","amount":"2"}]}`},

@@ -22,6 +22,7 @@ type Node interface {
 	Status(ctx context.Context, opts node.StatusOptions) (node.Status, error)
 	ClusterAdmin
 	InternalNode
+	ReceiptNode
 }
 
 // ClusterAdmin is the administration a node offers (ClusterService).

@@ -34,7 +34,7 @@ func (h *rateLimitHandler) CreatePolicy(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, &tollgatev1.CreatePolicyResponse{Policy: policyToWire(r.Policy), LogIndex: r.Index}), nil
+	return reply(r, &tollgatev1.CreatePolicyResponse{Policy: policyToWire(r.Policy), LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
 
 func (h *rateLimitHandler) UpdatePolicy(ctx context.Context, req *connect.Request[tollgatev1.UpdatePolicyRequest]) (*connect.Response[tollgatev1.UpdatePolicyResponse], error) {
@@ -50,7 +50,7 @@ func (h *rateLimitHandler) UpdatePolicy(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, &tollgatev1.UpdatePolicyResponse{Policy: policyToWire(r.Policy), LogIndex: r.Index}), nil
+	return reply(r, &tollgatev1.UpdatePolicyResponse{Policy: policyToWire(r.Policy), LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
 
 func (h *rateLimitHandler) DeletePolicy(ctx context.Context, req *connect.Request[tollgatev1.DeletePolicyRequest]) (*connect.Response[tollgatev1.DeletePolicyResponse], error) {
@@ -58,7 +58,7 @@ func (h *rateLimitHandler) DeletePolicy(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, &tollgatev1.DeletePolicyResponse{RemovedKeys: r.Delete.RemovedKeys, LogIndex: r.Index}), nil
+	return reply(r, &tollgatev1.DeletePolicyResponse{RemovedKeys: r.Delete.RemovedKeys, LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
 
 func (h *rateLimitHandler) GetPolicy(ctx context.Context, req *connect.Request[tollgatev1.GetPolicyRequest]) (*connect.Response[tollgatev1.GetPolicyResponse], error) {
@@ -122,7 +122,12 @@ func (h *rateLimitHandler) Check(ctx context.Context, req *connect.Request[tollg
 	if err != nil {
 		return nil, err
 	}
-	return reply(r, rateToWire(r.Rate, r.Index)), nil
+	out := rateToWire(r.Rate, r.Index)
+	out.ReceiptRef = refToWire(r.Receipt, 0)
+	if out.Receipt, err = fetchReceipt(ctx, h.node, req.Msg.IncludeReceipt, out.ReceiptRef); err != nil {
+		return nil, err
+	}
+	return reply(r, out), nil
 }
 
 // CheckBatch proposes one RateCheck per item in one log entry. A rejected
@@ -155,7 +160,14 @@ func (h *rateLimitHandler) CheckBatch(ctx context.Context, req *connect.Request[
 			return nil, &fsm.Error{Code: r.Err.Code, Message: "items[" + strconv.Itoa(i) + "]: " + r.Err.Message}
 		}
 		replayed = replayed || r.Replayed
-		out.Results = append(out.Results, rateToWire(r.Rate, r.Index))
+		item := rateToWire(r.Rate, r.Index)
+		item.ReceiptRef = refToWire(r.Receipt, 0)
+		out.Results = append(out.Results, item)
+	}
+	for _, item := range out.Results {
+		if item.Receipt, err = fetchReceipt(ctx, h.node, req.Msg.IncludeReceipt, item.ReceiptRef); err != nil {
+			return nil, err
+		}
 	}
 	return replyReplayed(replayed, out), nil
 }

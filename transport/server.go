@@ -59,12 +59,14 @@ func NewHandler(n Node, opts Options) http.Handler {
 	mux.Handle(tollgatev1connect.NewBudgetServiceHandler(&budgetHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewRateLimitServiceHandler(&rateLimitHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewClusterServiceHandler(&clusterHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewReceiptServiceHandler(&receiptHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewInternalServiceHandler(&internalHandler{node: n}, handlerOpts...))
 
 	services := []string{
 		tollgatev1connect.BudgetServiceName,
 		tollgatev1connect.RateLimitServiceName,
 		tollgatev1connect.ClusterServiceName,
+		tollgatev1connect.ReceiptServiceName,
 		tollgatev1connect.InternalServiceName,
 	}
 	limit := connect.WithReadMaxBytes(RequestBytesMax)

@@ -46,6 +46,9 @@ type testCluster struct {
 func startTestCluster(t *testing.T, size int) *testCluster {
 	t.Helper()
 	cl := &testCluster{t: t, servers: map[string]*embed.Server{}, clients: map[string]*client.Client{}}
+	// The data dirs' parent is made before close is registered, so the
+	// servers are shut down before their directories are removed.
+	base := t.TempDir()
 	t.Cleanup(cl.close)
 	gossipAddrs := make([]string, size)
 	for i := range gossipAddrs {
@@ -63,10 +66,10 @@ func startTestCluster(t *testing.T, size int) *testCluster {
 		// it; then try another.
 		var s *embed.Server
 		var err error
-		for range startAttemptsMax {
+		for attempt := range startAttemptsMax {
 			s, err = embed.Start(embed.Config{
 				NodeID:            id,
-				DataDir:           t.TempDir(),
+				DataDir:           filepath.Join(base, fmt.Sprintf("%s-%d", id, attempt)),
 				APIAddr:           "127.0.0.1:0",
 				RaftAddr:          "127.0.0.1:0",
 				GossipAddr:        gossipAddrs[i],

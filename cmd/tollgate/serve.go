@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,10 +15,14 @@ import (
 
 	"github.com/tollgate/tollgate/embed"
 	"github.com/tollgate/tollgate/node"
+	"github.com/tollgate/tollgate/receipt"
 )
 
 type serveFlags struct {
 	dev               bool
+	signingKey        string
+	receiptRetention  time.Duration
+	noReceipts        bool
 	nodeID            string
 	dataDir           string
 	apiAddr           string
@@ -100,6 +105,10 @@ health and reflection.`,
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	fl.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot install")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
+	fl.StringVar(&f.signingKey, "signing-key", "", "PEM file with the Ed25519 key a new cluster signs receipts with (from 'tollgate keygen'); default: the first leader generates one. Only used while the cluster has no key")
+	fl.DurationVar(&f.receiptRetention, "receipt-retention", 0, "how long (in log time) this node keeps receipts and checkpoints; 0 keeps them forever")
+	fl.BoolVar(&f.noReceipts, "bench-no-receipts", false, "benchmarks only: decide without receipts, to measure what they cost (every node must be started the same way)")
+	fl.MarkHidden("bench-no-receipts")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
@@ -143,6 +152,19 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if f.snapshotInterval < 10*time.Millisecond {
 		return fmt.Errorf("--snapshot-interval must be at least 10ms")
 	}
+	if f.receiptRetention < 0 || (f.receiptRetention > 0 && f.receiptRetention < time.Hour) {
+		return fmt.Errorf("--receipt-retention must be 0 (forever) or at least 1h, not %s", f.receiptRetention)
+	}
+	var signingKey ed25519.PrivateKey
+	if f.signingKey != "" {
+		pemBytes, err := os.ReadFile(f.signingKey)
+		if err != nil {
+			return fmt.Errorf("--signing-key: %w", err)
+		}
+		if signingKey, err = receipt.ParsePrivateKey(pemBytes); err != nil {
+			return fmt.Errorf("--signing-key %s: %w", f.signingKey, err)
+		}
+	}
 	// Catch signals before anything starts, so a SIGTERM during start-up is
 	// a clean shutdown too.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -163,6 +185,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		ElectionTimeout:   f.electionTimeout,
 		FastGossip:        f.fastMembership,
 		Clock:             offsetClock(f.clockOffset),
+		SigningKey:        signingKey,
+		ReceiptRetention:  f.receiptRetention,
+		NoReceipts:        f.noReceipts,
 		ReconcileInterval: reconcileInterval(f.fastMembership),
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,
@@ -177,6 +202,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	out := cmd.OutOrStdout()
 	if node.PlantedBug != "" {
 		fmt.Fprintf(out, "WARNING: test build with the planted bug %q enabled; never run it for real\n", node.PlantedBug)
+	}
+	if f.noReceipts {
+		fmt.Fprintln(out, "WARNING: receipts are off (--bench-no-receipts): decisions are not provable; for measuring their cost only")
 	}
 	mode := "node"
 	if f.dev {

@@ -108,3 +108,37 @@ func metricB(b *testing.B, n *procs.Node, name string) float64 {
 	b.Helper()
 	return metricTB(b, n, name)
 }
+
+// BenchmarkClusterConsumeReceipts measures what receipts cost: the same
+// closed-loop consume load as BenchmarkClusterConsume on a fresh 3-node
+// cluster with receipts on (the default) and off (--bench-no-receipts), at 1
+// and 64 concurrent clients.
+//
+//	go test -run XXX -bench ClusterConsumeReceipts -benchtime 10000x ./test/cluster/
+func BenchmarkClusterConsumeReceipts(b *testing.B) {
+	for _, mode := range []string{"on", "off"} {
+		b.Run("receipts="+mode, func(b *testing.B) {
+			var extra []string
+			if mode == "off" {
+				extra = []string{"--bench-no-receipts"}
+			}
+			c := procs.NewCluster(b, 3, procs.Options{Extra: extra})
+			c.StartAll()
+			leader := c.WaitLeader(30 * time.Second)
+			admin, err := client.New([]string{leader.APIAddr})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer admin.Close()
+			if _, err := admin.Budgets.CreateBudget(context.Background(), connect.NewRequest(&tollgatev1.CreateBudgetRequest{
+				Tenant: tenant, Budget: &tollgatev1.Budget{Id: "bench", Amount: "1000000000000", Currency: "USD"}})); err != nil {
+				b.Fatal(err)
+			}
+			for _, clients := range []int{1, 64} {
+				b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+					benchConsume(b, c, leader, clients)
+				})
+			}
+		})
+	}
+}

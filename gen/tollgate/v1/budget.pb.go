@@ -651,9 +651,11 @@ func (x *CreateBudgetRequest) GetRequestId() string {
 }
 
 type CreateBudgetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         *BudgetState           `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	State    *BudgetState           `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +702,13 @@ func (x *CreateBudgetResponse) GetLogIndex() uint64 {
 		return x.LogIndex
 	}
 	return 0
+}
+
+func (x *CreateBudgetResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
 }
 
 type GetBudgetRequest struct {
@@ -1122,9 +1131,11 @@ func (x *UpdateBudgetRequest) GetRequestId() string {
 }
 
 type UpdateBudgetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         *BudgetState           `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	State    *BudgetState           `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1171,6 +1182,13 @@ func (x *UpdateBudgetResponse) GetLogIndex() uint64 {
 		return x.LogIndex
 	}
 	return 0
+}
+
+func (x *UpdateBudgetResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
 }
 
 type DeleteBudgetRequest struct {
@@ -1238,6 +1256,8 @@ type DeleteBudgetResponse struct {
 	// Holds that were released with the budget.
 	ReleasedHolds uint32 `protobuf:"varint,1,opt,name=released_holds,json=releasedHolds,proto3" json:"released_holds,omitempty"`
 	LogIndex      uint64 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1284,6 +1304,13 @@ func (x *DeleteBudgetResponse) GetLogIndex() uint64 {
 		return x.LogIndex
 	}
 	return 0
+}
+
+func (x *DeleteBudgetResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
 }
 
 type BudgetServiceCheckRequest struct {
@@ -1454,9 +1481,11 @@ type ConsumeRequest struct {
 	// Idempotency key: a retry with the same id (within 10 minutes) returns the
 	// first reply, errors included, and never charges twice; the same id with
 	// different parameters is FAILED_PRECONDITION. Max 128 printable bytes.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,5,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConsumeRequest) Reset() {
@@ -1517,6 +1546,13 @@ func (x *ConsumeRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *ConsumeRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
+}
+
 type ConsumeResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -1531,8 +1567,12 @@ type ConsumeResponse struct {
 	// Thresholds of the named budget this decision crossed.
 	ThresholdsCrossed []uint32 `protobuf:"varint,7,rep,packed,name=thresholds_crossed,json=thresholdsCrossed,proto3" json:"thresholds_crossed,omitempty"`
 	// The log entry that holds this decision.
-	LogIndex      uint64 `protobuf:"varint,8,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
-	BudgetId      string `protobuf:"bytes,9,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	LogIndex uint64 `protobuf:"varint,8,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	BudgetId string `protobuf:"bytes,9,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef *ReceiptRef `protobuf:"bytes,10,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	// The whole receipt, when the request asked for it.
+	Receipt       *Receipt `protobuf:"bytes,11,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1630,6 +1670,20 @@ func (x *ConsumeResponse) GetBudgetId() string {
 	return ""
 }
 
+func (x *ConsumeResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 type ConsumeBatchItem struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	BudgetId string                 `protobuf:"bytes,1,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
@@ -1699,9 +1753,11 @@ type ConsumeBatchRequest struct {
 	Atomic bool `protobuf:"varint,3,opt,name=atomic,proto3" json:"atomic,omitempty"`
 	// Idempotency key of the whole batch. Atomic: the key of the one command.
 	// Non-atomic: an item without a request_id uses "<request_id>#<position>".
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,5,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConsumeBatchRequest) Reset() {
@@ -1760,6 +1816,13 @@ func (x *ConsumeBatchRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *ConsumeBatchRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
 }
 
 type ConsumeBatchResponse struct {
@@ -1829,10 +1892,12 @@ type ReserveRequest struct {
 	BudgetId string                 `protobuf:"bytes,2,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
 	Amount   string                 `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
 	// Go duration, 1s to 24h.
-	Ttl           string `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ttl       string `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,6,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReserveRequest) Reset() {
@@ -1900,6 +1965,13 @@ func (x *ReserveRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *ReserveRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
+}
+
 type ReserveResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Allowed          bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -1910,8 +1982,12 @@ type ReserveResponse struct {
 	ExpiresAt        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	WouldDeny        bool                   `protobuf:"varint,7,opt,name=would_deny,json=wouldDeny,proto3" json:"would_deny,omitempty"`
 	LogIndex         uint64                 `protobuf:"varint,8,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef *ReceiptRef `protobuf:"bytes,9,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	// The whole receipt, when the request asked for it.
+	Receipt       *Receipt `protobuf:"bytes,10,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReserveResponse) Reset() {
@@ -2000,16 +2076,32 @@ func (x *ReserveResponse) GetLogIndex() uint64 {
 	return 0
 }
 
+func (x *ReserveResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+func (x *ReserveResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 type CommitRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	HoldId string                 `protobuf:"bytes,2,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
 	// The actual amount; may be less than the hold (the rest is released) or
 	// more (the excess must fit like a consume).
-	Amount        string `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Amount    string `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,5,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CommitRequest) Reset() {
@@ -2070,6 +2162,13 @@ func (x *CommitRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *CommitRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
+}
+
 type CommitResponse struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Allowed           bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -2081,8 +2180,12 @@ type CommitResponse struct {
 	ThresholdsCrossed []uint32               `protobuf:"varint,7,rep,packed,name=thresholds_crossed,json=thresholdsCrossed,proto3" json:"thresholds_crossed,omitempty"`
 	LogIndex          uint64                 `protobuf:"varint,8,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
 	BudgetId          string                 `protobuf:"bytes,9,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef *ReceiptRef `protobuf:"bytes,10,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	// The whole receipt, when the request asked for it.
+	Receipt       *Receipt `protobuf:"bytes,11,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitResponse) Reset() {
@@ -2178,13 +2281,29 @@ func (x *CommitResponse) GetBudgetId() string {
 	return ""
 }
 
+func (x *CommitResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+func (x *CommitResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 type ReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	HoldId        string                 `protobuf:"bytes,2,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
-	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	HoldId    string                 `protobuf:"bytes,2,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
+	RequestId string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,4,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReleaseRequest) Reset() {
@@ -2238,13 +2357,24 @@ func (x *ReleaseRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *ReleaseRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
+}
+
 type ReleaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The amount the hold had reserved.
-	Released      string `protobuf:"bytes,1,opt,name=released,proto3" json:"released,omitempty"`
-	Remaining     string `protobuf:"bytes,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
-	LogIndex      uint64 `protobuf:"varint,3,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
-	BudgetId      string `protobuf:"bytes,4,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	Released  string `protobuf:"bytes,1,opt,name=released,proto3" json:"released,omitempty"`
+	Remaining string `protobuf:"bytes,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	LogIndex  uint64 `protobuf:"varint,3,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	BudgetId  string `protobuf:"bytes,4,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef *ReceiptRef `protobuf:"bytes,5,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	// The whole receipt, when the request asked for it.
+	Receipt       *Receipt `protobuf:"bytes,6,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2307,11 +2437,25 @@ func (x *ReleaseResponse) GetBudgetId() string {
 	return ""
 }
 
+func (x *ReleaseResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+func (x *ReleaseResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 var File_tollgate_v1_budget_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x18tollgate/v1/budget.proto\x12\vtollgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\"\xd2\x03\n" +
+	"\x18tollgate/v1/budget.proto\x12\vtollgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\x1a\x19tollgate/v1/receipt.proto\"\xd2\x03\n" +
 	"\x06Budget\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06amount\x18\x02 \x01(\tR\x06amount\x12\x1a\n" +
@@ -2361,10 +2505,12 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
 	"\x06budget\x18\x02 \x01(\v2\x13.tollgate.v1.BudgetR\x06budget\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"c\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x9d\x01\n" +
 	"\x14CreateBudgetResponse\x12.\n" +
 	"\x05state\x18\x01 \x01(\v2\x18.tollgate.v1.BudgetStateR\x05state\x12\x1b\n" +
-	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"\xa8\x01\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"\xa8\x01\n" +
 	"\x10GetBudgetRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\x12:\n" +
@@ -2403,18 +2549,22 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"c\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x9d\x01\n" +
 	"\x14UpdateBudgetResponse\x12.\n" +
 	"\x05state\x18\x01 \x01(\v2\x18.tollgate.v1.BudgetStateR\x05state\x12\x1b\n" +
-	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"i\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"i\n" +
 	"\x13DeleteBudgetRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"Z\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x94\x01\n" +
 	"\x14DeleteBudgetResponse\x12%\n" +
 	"\x0ereleased_holds\x18\x01 \x01(\rR\rreleasedHolds\x12\x1b\n" +
-	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"\xc9\x01\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"\xc9\x01\n" +
 	"\x19BudgetServiceCheckRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\x12\x16\n" +
@@ -2428,13 +2578,14 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"\x13denied_by_budget_id\x18\x04 \x01(\tR\x10deniedByBudgetId\x12\x1d\n" +
 	"\n" +
 	"would_deny\x18\x05 \x01(\bR\twouldDeny\x122\n" +
-	"\tread_info\x18\x06 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo\"|\n" +
+	"\tread_info\x18\x06 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo\"\xa5\x01\n" +
 	"\x0eConsumeRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\tR\x06amount\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\xc7\x02\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\x05 \x01(\bR\x0eincludeReceipt\"\xb1\x03\n" +
 	"\x0fConsumeResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\tR\tremaining\x12/\n" +
@@ -2445,30 +2596,36 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"would_deny\x18\x06 \x01(\bR\twouldDeny\x12-\n" +
 	"\x12thresholds_crossed\x18\a \x03(\rR\x11thresholdsCrossed\x12\x1b\n" +
 	"\tlog_index\x18\b \x01(\x04R\blogIndex\x12\x1b\n" +
-	"\tbudget_id\x18\t \x01(\tR\bbudgetId\"f\n" +
+	"\tbudget_id\x18\t \x01(\tR\bbudgetId\x128\n" +
+	"\vreceipt_ref\x18\n" +
+	" \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\x12.\n" +
+	"\areceipt\x18\v \x01(\v2\x14.tollgate.v1.ReceiptR\areceipt\"f\n" +
 	"\x10ConsumeBatchItem\x12\x1b\n" +
 	"\tbudget_id\x18\x01 \x01(\tR\bbudgetId\x12\x16\n" +
 	"\x06amount\x18\x02 \x01(\tR\x06amount\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\x99\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\xc2\x01\n" +
 	"\x13ConsumeBatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x123\n" +
 	"\x05items\x18\x02 \x03(\v2\x1d.tollgate.v1.ConsumeBatchItemR\x05items\x12\x16\n" +
 	"\x06atomic\x18\x03 \x01(\bR\x06atomic\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\x8c\x01\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\x05 \x01(\bR\x0eincludeReceipt\"\x8c\x01\n" +
 	"\x14ConsumeBatchResponse\x126\n" +
 	"\aresults\x18\x01 \x03(\v2\x1c.tollgate.v1.ConsumeResponseR\aresults\x12\x1f\n" +
 	"\vall_allowed\x18\x02 \x01(\bR\n" +
 	"allAllowed\x12\x1b\n" +
-	"\tlog_index\x18\x03 \x01(\x04R\blogIndex\"\x8e\x01\n" +
+	"\tlog_index\x18\x03 \x01(\x04R\blogIndex\"\xb7\x01\n" +
 	"\x0eReserveRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\tR\x06amount\x12\x10\n" +
 	"\x03ttl\x18\x04 \x01(\tR\x03ttl\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\xb9\x02\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\x06 \x01(\bR\x0eincludeReceipt\"\xa3\x03\n" +
 	"\x0fReserveResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x17\n" +
 	"\ahold_id\x18\x02 \x01(\tR\x06holdId\x12\x1c\n" +
@@ -2479,13 +2636,18 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
 	"\n" +
 	"would_deny\x18\a \x01(\bR\twouldDeny\x12\x1b\n" +
-	"\tlog_index\x18\b \x01(\x04R\blogIndex\"w\n" +
+	"\tlog_index\x18\b \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\t \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\x12.\n" +
+	"\areceipt\x18\n" +
+	" \x01(\v2\x14.tollgate.v1.ReceiptR\areceipt\"\xa0\x01\n" +
 	"\rCommitRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x17\n" +
 	"\ahold_id\x18\x02 \x01(\tR\x06holdId\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\tR\x06amount\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\xc6\x02\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\x05 \x01(\bR\x0eincludeReceipt\"\xb0\x03\n" +
 	"\x0eCommitResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\tR\tremaining\x12/\n" +
@@ -2496,17 +2658,25 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"would_deny\x18\x06 \x01(\bR\twouldDeny\x12-\n" +
 	"\x12thresholds_crossed\x18\a \x03(\rR\x11thresholdsCrossed\x12\x1b\n" +
 	"\tlog_index\x18\b \x01(\x04R\blogIndex\x12\x1b\n" +
-	"\tbudget_id\x18\t \x01(\tR\bbudgetId\"`\n" +
+	"\tbudget_id\x18\t \x01(\tR\bbudgetId\x128\n" +
+	"\vreceipt_ref\x18\n" +
+	" \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\x12.\n" +
+	"\areceipt\x18\v \x01(\v2\x14.tollgate.v1.ReceiptR\areceipt\"\x89\x01\n" +
 	"\x0eReleaseRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x17\n" +
 	"\ahold_id\x18\x02 \x01(\tR\x06holdId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\x85\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\x04 \x01(\bR\x0eincludeReceipt\"\xef\x01\n" +
 	"\x0fReleaseResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\tR\breleased\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\tR\tremaining\x12\x1b\n" +
 	"\tlog_index\x18\x03 \x01(\x04R\blogIndex\x12\x1b\n" +
-	"\tbudget_id\x18\x04 \x01(\tR\bbudgetId*\x9c\x01\n" +
+	"\tbudget_id\x18\x04 \x01(\tR\bbudgetId\x128\n" +
+	"\vreceipt_ref\x18\x05 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\x12.\n" +
+	"\areceipt\x18\x06 \x01(\v2\x14.tollgate.v1.ReceiptR\areceipt*\x9c\x01\n" +
 	"\x06Period\x12\x16\n" +
 	"\x12PERIOD_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vPERIOD_NONE\x10\x01\x12\x0e\n" +
@@ -2580,10 +2750,12 @@ var file_tollgate_v1_budget_proto_goTypes = []any{
 	(*ReleaseRequest)(nil),             // 27: tollgate.v1.ReleaseRequest
 	(*ReleaseResponse)(nil),            // 28: tollgate.v1.ReleaseResponse
 	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
-	(Consistency)(0),                   // 30: tollgate.v1.Consistency
-	(*ReadInfo)(nil),                   // 31: tollgate.v1.ReadInfo
-	(*fieldmaskpb.FieldMask)(nil),      // 32: google.protobuf.FieldMask
-	(DenyReason)(0),                    // 33: tollgate.v1.DenyReason
+	(*ReceiptRef)(nil),                 // 30: tollgate.v1.ReceiptRef
+	(Consistency)(0),                   // 31: tollgate.v1.Consistency
+	(*ReadInfo)(nil),                   // 32: tollgate.v1.ReadInfo
+	(*fieldmaskpb.FieldMask)(nil),      // 33: google.protobuf.FieldMask
+	(DenyReason)(0),                    // 34: tollgate.v1.DenyReason
+	(*Receipt)(nil),                    // 35: tollgate.v1.Receipt
 }
 var file_tollgate_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: tollgate.v1.Budget.period:type_name -> tollgate.v1.Period
@@ -2600,55 +2772,66 @@ var file_tollgate_v1_budget_proto_depIdxs = []int32{
 	29, // 11: tollgate.v1.PeriodUsage.end:type_name -> google.protobuf.Timestamp
 	2,  // 12: tollgate.v1.CreateBudgetRequest.budget:type_name -> tollgate.v1.Budget
 	3,  // 13: tollgate.v1.CreateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
-	30, // 14: tollgate.v1.GetBudgetRequest.consistency:type_name -> tollgate.v1.Consistency
-	2,  // 15: tollgate.v1.GetBudgetResponse.budget:type_name -> tollgate.v1.Budget
-	29, // 16: tollgate.v1.GetBudgetResponse.period_start:type_name -> google.protobuf.Timestamp
-	29, // 17: tollgate.v1.GetBudgetResponse.period_end:type_name -> google.protobuf.Timestamp
-	4,  // 18: tollgate.v1.GetBudgetResponse.thresholds_crossed:type_name -> tollgate.v1.ThresholdCrossing
-	5,  // 19: tollgate.v1.GetBudgetResponse.history:type_name -> tollgate.v1.PeriodUsage
-	31, // 20: tollgate.v1.GetBudgetResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	30, // 21: tollgate.v1.ListBudgetsRequest.consistency:type_name -> tollgate.v1.Consistency
-	3,  // 22: tollgate.v1.ListBudgetsResponse.budgets:type_name -> tollgate.v1.BudgetState
-	31, // 23: tollgate.v1.ListBudgetsResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	2,  // 24: tollgate.v1.UpdateBudgetRequest.budget:type_name -> tollgate.v1.Budget
-	32, // 25: tollgate.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 26: tollgate.v1.UpdateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
-	30, // 27: tollgate.v1.BudgetServiceCheckRequest.consistency:type_name -> tollgate.v1.Consistency
-	33, // 28: tollgate.v1.BudgetServiceCheckResponse.reason:type_name -> tollgate.v1.DenyReason
-	31, // 29: tollgate.v1.BudgetServiceCheckResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	33, // 30: tollgate.v1.ConsumeResponse.reason:type_name -> tollgate.v1.DenyReason
-	20, // 31: tollgate.v1.ConsumeBatchRequest.items:type_name -> tollgate.v1.ConsumeBatchItem
-	19, // 32: tollgate.v1.ConsumeBatchResponse.results:type_name -> tollgate.v1.ConsumeResponse
-	33, // 33: tollgate.v1.ReserveResponse.reason:type_name -> tollgate.v1.DenyReason
-	29, // 34: tollgate.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 35: tollgate.v1.CommitResponse.reason:type_name -> tollgate.v1.DenyReason
-	6,  // 36: tollgate.v1.BudgetService.CreateBudget:input_type -> tollgate.v1.CreateBudgetRequest
-	8,  // 37: tollgate.v1.BudgetService.GetBudget:input_type -> tollgate.v1.GetBudgetRequest
-	10, // 38: tollgate.v1.BudgetService.ListBudgets:input_type -> tollgate.v1.ListBudgetsRequest
-	12, // 39: tollgate.v1.BudgetService.UpdateBudget:input_type -> tollgate.v1.UpdateBudgetRequest
-	14, // 40: tollgate.v1.BudgetService.DeleteBudget:input_type -> tollgate.v1.DeleteBudgetRequest
-	16, // 41: tollgate.v1.BudgetService.Check:input_type -> tollgate.v1.BudgetServiceCheckRequest
-	18, // 42: tollgate.v1.BudgetService.Consume:input_type -> tollgate.v1.ConsumeRequest
-	21, // 43: tollgate.v1.BudgetService.ConsumeBatch:input_type -> tollgate.v1.ConsumeBatchRequest
-	23, // 44: tollgate.v1.BudgetService.Reserve:input_type -> tollgate.v1.ReserveRequest
-	25, // 45: tollgate.v1.BudgetService.Commit:input_type -> tollgate.v1.CommitRequest
-	27, // 46: tollgate.v1.BudgetService.Release:input_type -> tollgate.v1.ReleaseRequest
-	7,  // 47: tollgate.v1.BudgetService.CreateBudget:output_type -> tollgate.v1.CreateBudgetResponse
-	9,  // 48: tollgate.v1.BudgetService.GetBudget:output_type -> tollgate.v1.GetBudgetResponse
-	11, // 49: tollgate.v1.BudgetService.ListBudgets:output_type -> tollgate.v1.ListBudgetsResponse
-	13, // 50: tollgate.v1.BudgetService.UpdateBudget:output_type -> tollgate.v1.UpdateBudgetResponse
-	15, // 51: tollgate.v1.BudgetService.DeleteBudget:output_type -> tollgate.v1.DeleteBudgetResponse
-	17, // 52: tollgate.v1.BudgetService.Check:output_type -> tollgate.v1.BudgetServiceCheckResponse
-	19, // 53: tollgate.v1.BudgetService.Consume:output_type -> tollgate.v1.ConsumeResponse
-	22, // 54: tollgate.v1.BudgetService.ConsumeBatch:output_type -> tollgate.v1.ConsumeBatchResponse
-	24, // 55: tollgate.v1.BudgetService.Reserve:output_type -> tollgate.v1.ReserveResponse
-	26, // 56: tollgate.v1.BudgetService.Commit:output_type -> tollgate.v1.CommitResponse
-	28, // 57: tollgate.v1.BudgetService.Release:output_type -> tollgate.v1.ReleaseResponse
-	47, // [47:58] is the sub-list for method output_type
-	36, // [36:47] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	30, // 14: tollgate.v1.CreateBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	31, // 15: tollgate.v1.GetBudgetRequest.consistency:type_name -> tollgate.v1.Consistency
+	2,  // 16: tollgate.v1.GetBudgetResponse.budget:type_name -> tollgate.v1.Budget
+	29, // 17: tollgate.v1.GetBudgetResponse.period_start:type_name -> google.protobuf.Timestamp
+	29, // 18: tollgate.v1.GetBudgetResponse.period_end:type_name -> google.protobuf.Timestamp
+	4,  // 19: tollgate.v1.GetBudgetResponse.thresholds_crossed:type_name -> tollgate.v1.ThresholdCrossing
+	5,  // 20: tollgate.v1.GetBudgetResponse.history:type_name -> tollgate.v1.PeriodUsage
+	32, // 21: tollgate.v1.GetBudgetResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	31, // 22: tollgate.v1.ListBudgetsRequest.consistency:type_name -> tollgate.v1.Consistency
+	3,  // 23: tollgate.v1.ListBudgetsResponse.budgets:type_name -> tollgate.v1.BudgetState
+	32, // 24: tollgate.v1.ListBudgetsResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	2,  // 25: tollgate.v1.UpdateBudgetRequest.budget:type_name -> tollgate.v1.Budget
+	33, // 26: tollgate.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 27: tollgate.v1.UpdateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
+	30, // 28: tollgate.v1.UpdateBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	30, // 29: tollgate.v1.DeleteBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	31, // 30: tollgate.v1.BudgetServiceCheckRequest.consistency:type_name -> tollgate.v1.Consistency
+	34, // 31: tollgate.v1.BudgetServiceCheckResponse.reason:type_name -> tollgate.v1.DenyReason
+	32, // 32: tollgate.v1.BudgetServiceCheckResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	34, // 33: tollgate.v1.ConsumeResponse.reason:type_name -> tollgate.v1.DenyReason
+	30, // 34: tollgate.v1.ConsumeResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	35, // 35: tollgate.v1.ConsumeResponse.receipt:type_name -> tollgate.v1.Receipt
+	20, // 36: tollgate.v1.ConsumeBatchRequest.items:type_name -> tollgate.v1.ConsumeBatchItem
+	19, // 37: tollgate.v1.ConsumeBatchResponse.results:type_name -> tollgate.v1.ConsumeResponse
+	34, // 38: tollgate.v1.ReserveResponse.reason:type_name -> tollgate.v1.DenyReason
+	29, // 39: tollgate.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 40: tollgate.v1.ReserveResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	35, // 41: tollgate.v1.ReserveResponse.receipt:type_name -> tollgate.v1.Receipt
+	34, // 42: tollgate.v1.CommitResponse.reason:type_name -> tollgate.v1.DenyReason
+	30, // 43: tollgate.v1.CommitResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	35, // 44: tollgate.v1.CommitResponse.receipt:type_name -> tollgate.v1.Receipt
+	30, // 45: tollgate.v1.ReleaseResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	35, // 46: tollgate.v1.ReleaseResponse.receipt:type_name -> tollgate.v1.Receipt
+	6,  // 47: tollgate.v1.BudgetService.CreateBudget:input_type -> tollgate.v1.CreateBudgetRequest
+	8,  // 48: tollgate.v1.BudgetService.GetBudget:input_type -> tollgate.v1.GetBudgetRequest
+	10, // 49: tollgate.v1.BudgetService.ListBudgets:input_type -> tollgate.v1.ListBudgetsRequest
+	12, // 50: tollgate.v1.BudgetService.UpdateBudget:input_type -> tollgate.v1.UpdateBudgetRequest
+	14, // 51: tollgate.v1.BudgetService.DeleteBudget:input_type -> tollgate.v1.DeleteBudgetRequest
+	16, // 52: tollgate.v1.BudgetService.Check:input_type -> tollgate.v1.BudgetServiceCheckRequest
+	18, // 53: tollgate.v1.BudgetService.Consume:input_type -> tollgate.v1.ConsumeRequest
+	21, // 54: tollgate.v1.BudgetService.ConsumeBatch:input_type -> tollgate.v1.ConsumeBatchRequest
+	23, // 55: tollgate.v1.BudgetService.Reserve:input_type -> tollgate.v1.ReserveRequest
+	25, // 56: tollgate.v1.BudgetService.Commit:input_type -> tollgate.v1.CommitRequest
+	27, // 57: tollgate.v1.BudgetService.Release:input_type -> tollgate.v1.ReleaseRequest
+	7,  // 58: tollgate.v1.BudgetService.CreateBudget:output_type -> tollgate.v1.CreateBudgetResponse
+	9,  // 59: tollgate.v1.BudgetService.GetBudget:output_type -> tollgate.v1.GetBudgetResponse
+	11, // 60: tollgate.v1.BudgetService.ListBudgets:output_type -> tollgate.v1.ListBudgetsResponse
+	13, // 61: tollgate.v1.BudgetService.UpdateBudget:output_type -> tollgate.v1.UpdateBudgetResponse
+	15, // 62: tollgate.v1.BudgetService.DeleteBudget:output_type -> tollgate.v1.DeleteBudgetResponse
+	17, // 63: tollgate.v1.BudgetService.Check:output_type -> tollgate.v1.BudgetServiceCheckResponse
+	19, // 64: tollgate.v1.BudgetService.Consume:output_type -> tollgate.v1.ConsumeResponse
+	22, // 65: tollgate.v1.BudgetService.ConsumeBatch:output_type -> tollgate.v1.ConsumeBatchResponse
+	24, // 66: tollgate.v1.BudgetService.Reserve:output_type -> tollgate.v1.ReserveResponse
+	26, // 67: tollgate.v1.BudgetService.Commit:output_type -> tollgate.v1.CommitResponse
+	28, // 68: tollgate.v1.BudgetService.Release:output_type -> tollgate.v1.ReleaseResponse
+	58, // [58:69] is the sub-list for method output_type
+	47, // [47:58] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_budget_proto_init() }
@@ -2657,6 +2840,7 @@ func file_tollgate_v1_budget_proto_init() {
 		return
 	}
 	file_tollgate_v1_common_proto_init()
+	file_tollgate_v1_receipt_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

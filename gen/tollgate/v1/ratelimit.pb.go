@@ -327,9 +327,11 @@ func (x *CreatePolicyRequest) GetRequestId() string {
 }
 
 type CreatePolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Policy   *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	LogIndex uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,6 +378,13 @@ func (x *CreatePolicyResponse) GetLogIndex() uint64 {
 		return x.LogIndex
 	}
 	return 0
+}
+
+func (x *CreatePolicyResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
 }
 
 type GetPolicyRequest struct {
@@ -713,9 +722,11 @@ func (x *UpdatePolicyRequest) GetRequestId() string {
 }
 
 type UpdatePolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Policy   *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	LogIndex uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +773,13 @@ func (x *UpdatePolicyResponse) GetLogIndex() uint64 {
 		return x.LogIndex
 	}
 	return 0
+}
+
+func (x *UpdatePolicyResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
 }
 
 type DeletePolicyRequest struct {
@@ -825,9 +843,11 @@ func (x *DeletePolicyRequest) GetRequestId() string {
 }
 
 type DeletePolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RemovedKeys   uint64                 `protobuf:"varint,1,opt,name=removed_keys,json=removedKeys,proto3" json:"removed_keys,omitempty"`
-	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RemovedKeys uint64                 `protobuf:"varint,1,opt,name=removed_keys,json=removedKeys,proto3" json:"removed_keys,omitempty"`
+	LogIndex    uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -876,6 +896,13 @@ func (x *DeletePolicyResponse) GetLogIndex() uint64 {
 	return 0
 }
 
+func (x *DeletePolicyResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
 type RateLimitServiceCheckRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Tenant   string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -883,11 +910,13 @@ type RateLimitServiceCheckRequest struct {
 	// The counter key (user, API key, IP...); 1-256 bytes.
 	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	// Units this check takes; default 1 when absent, must be >= 1.
-	Cost          *int64 `protobuf:"varint,4,opt,name=cost,proto3,oneof" json:"cost,omitempty"`
-	Priority      uint32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
-	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cost      *int64 `protobuf:"varint,4,opt,name=cost,proto3,oneof" json:"cost,omitempty"`
+	Priority  uint32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
+	RequestId string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,7,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RateLimitServiceCheckRequest) Reset() {
@@ -962,6 +991,13 @@ func (x *RateLimitServiceCheckRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *RateLimitServiceCheckRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
+}
+
 type RateLimitServiceCheckResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -973,9 +1009,13 @@ type RateLimitServiceCheckResponse struct {
 	ResetAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=reset_after,json=resetAfter,proto3" json:"reset_after,omitempty"`
 	// When denied: until a retry with the same cost can be allowed (zero when
 	// allowed or when it never can: see reason).
-	RetryAfter    *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
-	Reason        DenyReason           `protobuf:"varint,6,opt,name=reason,proto3,enum=tollgate.v1.DenyReason" json:"reason,omitempty"`
-	LogIndex      uint64               `protobuf:"varint,7,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	RetryAfter *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	Reason     DenyReason           `protobuf:"varint,6,opt,name=reason,proto3,enum=tollgate.v1.DenyReason" json:"reason,omitempty"`
+	LogIndex   uint64               `protobuf:"varint,7,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The receipt of this decision (see ReceiptService).
+	ReceiptRef *ReceiptRef `protobuf:"bytes,8,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	// The whole receipt, when the request asked for it.
+	Receipt       *Receipt `protobuf:"bytes,9,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1057,6 +1097,20 @@ func (x *RateLimitServiceCheckResponse) GetLogIndex() uint64 {
 		return x.LogIndex
 	}
 	return 0
+}
+
+func (x *RateLimitServiceCheckResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+func (x *RateLimitServiceCheckResponse) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
 }
 
 type CheckBatchItem struct {
@@ -1141,9 +1195,11 @@ type CheckBatchRequest struct {
 	Items  []*CheckBatchItem      `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
 	// An item without a request_id uses "<request_id>#<position>", so retrying
 	// the whole batch with the same request_id is safe.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return the whole receipt in the reply (waits until this node has applied it).
+	IncludeReceipt bool `protobuf:"varint,4,opt,name=include_receipt,json=includeReceipt,proto3" json:"include_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CheckBatchRequest) Reset() {
@@ -1195,6 +1251,13 @@ func (x *CheckBatchRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *CheckBatchRequest) GetIncludeReceipt() bool {
+	if x != nil {
+		return x.IncludeReceipt
+	}
+	return false
 }
 
 type CheckBatchResponse struct {
@@ -1253,7 +1316,7 @@ var File_tollgate_v1_ratelimit_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\n" +
-	"\x1btollgate/v1/ratelimit.proto\x12\vtollgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\"E\n" +
+	"\x1btollgate/v1/ratelimit.proto\x12\vtollgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\x1a\x19tollgate/v1/receipt.proto\"E\n" +
 	"\rPriorityScale\x12\x1a\n" +
 	"\bpriority\x18\x01 \x01(\rR\bpriority\x12\x18\n" +
 	"\apercent\x18\x02 \x01(\rR\apercent\"\xe7\x02\n" +
@@ -1273,10 +1336,12 @@ const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12+\n" +
 	"\x06policy\x18\x02 \x01(\v2\x13.tollgate.v1.PolicyR\x06policy\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"`\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x9a\x01\n" +
 	"\x14CreatePolicyResponse\x12+\n" +
 	"\x06policy\x18\x01 \x01(\v2\x13.tollgate.v1.PolicyR\x06policy\x12\x1b\n" +
-	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"\xa8\x01\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"\xa8\x01\n" +
 	"\x10GetPolicyRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tpolicy_id\x18\x02 \x01(\tR\bpolicyId\x12:\n" +
@@ -1304,18 +1369,22 @@ const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"`\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x9a\x01\n" +
 	"\x14UpdatePolicyResponse\x12+\n" +
 	"\x06policy\x18\x01 \x01(\v2\x13.tollgate.v1.PolicyR\x06policy\x12\x1b\n" +
-	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"i\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"i\n" +
 	"\x13DeletePolicyRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tpolicy_id\x18\x02 \x01(\tR\bpolicyId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"V\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x90\x01\n" +
 	"\x14DeletePolicyResponse\x12!\n" +
 	"\fremoved_keys\x18\x01 \x01(\x04R\vremovedKeys\x12\x1b\n" +
-	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"\xc2\x01\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"\xeb\x01\n" +
 	"\x1cRateLimitServiceCheckRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tpolicy_id\x18\x02 \x01(\tR\bpolicyId\x12\x10\n" +
@@ -1323,8 +1392,9 @@ const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\x04cost\x18\x04 \x01(\x03H\x00R\x04cost\x88\x01\x01\x12\x1a\n" +
 	"\bpriority\x18\x05 \x01(\rR\bpriority\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestIdB\a\n" +
-	"\x05_cost\"\xb3\x02\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\a \x01(\bR\x0eincludeReceiptB\a\n" +
+	"\x05_cost\"\x9d\x03\n" +
 	"\x1dRateLimitServiceCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\x03R\tremaining\x12\x14\n" +
@@ -1334,7 +1404,10 @@ const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\vretry_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"retryAfter\x12/\n" +
 	"\x06reason\x18\x06 \x01(\x0e2\x17.tollgate.v1.DenyReasonR\x06reason\x12\x1b\n" +
-	"\tlog_index\x18\a \x01(\x04R\blogIndex\"\x9c\x01\n" +
+	"\tlog_index\x18\a \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\b \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\x12.\n" +
+	"\areceipt\x18\t \x01(\v2\x14.tollgate.v1.ReceiptR\areceipt\"\x9c\x01\n" +
 	"\x0eCheckBatchItem\x12\x1b\n" +
 	"\tpolicy_id\x18\x01 \x01(\tR\bpolicyId\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x17\n" +
@@ -1342,12 +1415,13 @@ const file_tollgate_v1_ratelimit_proto_rawDesc = "" +
 	"\bpriority\x18\x04 \x01(\rR\bpriority\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestIdB\a\n" +
-	"\x05_cost\"}\n" +
+	"\x05_cost\"\xa6\x01\n" +
 	"\x11CheckBatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x121\n" +
 	"\x05items\x18\x02 \x03(\v2\x1b.tollgate.v1.CheckBatchItemR\x05items\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"w\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12'\n" +
+	"\x0finclude_receipt\x18\x04 \x01(\bR\x0eincludeReceipt\"w\n" +
 	"\x12CheckBatchResponse\x12D\n" +
 	"\aresults\x18\x01 \x03(\v2*.tollgate.v1.RateLimitServiceCheckResponseR\aresults\x12\x1b\n" +
 	"\tlog_index\x18\x02 \x01(\x04R\blogIndex*\xd6\x01\n" +
@@ -1403,11 +1477,13 @@ var file_tollgate_v1_ratelimit_proto_goTypes = []any{
 	(*CheckBatchRequest)(nil),             // 16: tollgate.v1.CheckBatchRequest
 	(*CheckBatchResponse)(nil),            // 17: tollgate.v1.CheckBatchResponse
 	(*timestamppb.Timestamp)(nil),         // 18: google.protobuf.Timestamp
-	(Consistency)(0),                      // 19: tollgate.v1.Consistency
-	(*ReadInfo)(nil),                      // 20: tollgate.v1.ReadInfo
-	(*fieldmaskpb.FieldMask)(nil),         // 21: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),           // 22: google.protobuf.Duration
-	(DenyReason)(0),                       // 23: tollgate.v1.DenyReason
+	(*ReceiptRef)(nil),                    // 19: tollgate.v1.ReceiptRef
+	(Consistency)(0),                      // 20: tollgate.v1.Consistency
+	(*ReadInfo)(nil),                      // 21: tollgate.v1.ReadInfo
+	(*fieldmaskpb.FieldMask)(nil),         // 22: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),           // 23: google.protobuf.Duration
+	(DenyReason)(0),                       // 24: tollgate.v1.DenyReason
+	(*Receipt)(nil),                       // 25: tollgate.v1.Receipt
 }
 var file_tollgate_v1_ratelimit_proto_depIdxs = []int32{
 	0,  // 0: tollgate.v1.Policy.algorithm:type_name -> tollgate.v1.Algorithm
@@ -1416,39 +1492,44 @@ var file_tollgate_v1_ratelimit_proto_depIdxs = []int32{
 	18, // 3: tollgate.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: tollgate.v1.CreatePolicyRequest.policy:type_name -> tollgate.v1.Policy
 	2,  // 5: tollgate.v1.CreatePolicyResponse.policy:type_name -> tollgate.v1.Policy
-	19, // 6: tollgate.v1.GetPolicyRequest.consistency:type_name -> tollgate.v1.Consistency
-	2,  // 7: tollgate.v1.GetPolicyResponse.policy:type_name -> tollgate.v1.Policy
-	20, // 8: tollgate.v1.GetPolicyResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	19, // 9: tollgate.v1.ListPoliciesRequest.consistency:type_name -> tollgate.v1.Consistency
-	2,  // 10: tollgate.v1.ListPoliciesResponse.policies:type_name -> tollgate.v1.Policy
-	20, // 11: tollgate.v1.ListPoliciesResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	2,  // 12: tollgate.v1.UpdatePolicyRequest.policy:type_name -> tollgate.v1.Policy
-	21, // 13: tollgate.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 14: tollgate.v1.UpdatePolicyResponse.policy:type_name -> tollgate.v1.Policy
-	22, // 15: tollgate.v1.RateLimitServiceCheckResponse.reset_after:type_name -> google.protobuf.Duration
-	22, // 16: tollgate.v1.RateLimitServiceCheckResponse.retry_after:type_name -> google.protobuf.Duration
-	23, // 17: tollgate.v1.RateLimitServiceCheckResponse.reason:type_name -> tollgate.v1.DenyReason
-	15, // 18: tollgate.v1.CheckBatchRequest.items:type_name -> tollgate.v1.CheckBatchItem
-	14, // 19: tollgate.v1.CheckBatchResponse.results:type_name -> tollgate.v1.RateLimitServiceCheckResponse
-	3,  // 20: tollgate.v1.RateLimitService.CreatePolicy:input_type -> tollgate.v1.CreatePolicyRequest
-	5,  // 21: tollgate.v1.RateLimitService.GetPolicy:input_type -> tollgate.v1.GetPolicyRequest
-	7,  // 22: tollgate.v1.RateLimitService.ListPolicies:input_type -> tollgate.v1.ListPoliciesRequest
-	9,  // 23: tollgate.v1.RateLimitService.UpdatePolicy:input_type -> tollgate.v1.UpdatePolicyRequest
-	11, // 24: tollgate.v1.RateLimitService.DeletePolicy:input_type -> tollgate.v1.DeletePolicyRequest
-	13, // 25: tollgate.v1.RateLimitService.Check:input_type -> tollgate.v1.RateLimitServiceCheckRequest
-	16, // 26: tollgate.v1.RateLimitService.CheckBatch:input_type -> tollgate.v1.CheckBatchRequest
-	4,  // 27: tollgate.v1.RateLimitService.CreatePolicy:output_type -> tollgate.v1.CreatePolicyResponse
-	6,  // 28: tollgate.v1.RateLimitService.GetPolicy:output_type -> tollgate.v1.GetPolicyResponse
-	8,  // 29: tollgate.v1.RateLimitService.ListPolicies:output_type -> tollgate.v1.ListPoliciesResponse
-	10, // 30: tollgate.v1.RateLimitService.UpdatePolicy:output_type -> tollgate.v1.UpdatePolicyResponse
-	12, // 31: tollgate.v1.RateLimitService.DeletePolicy:output_type -> tollgate.v1.DeletePolicyResponse
-	14, // 32: tollgate.v1.RateLimitService.Check:output_type -> tollgate.v1.RateLimitServiceCheckResponse
-	17, // 33: tollgate.v1.RateLimitService.CheckBatch:output_type -> tollgate.v1.CheckBatchResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	19, // 6: tollgate.v1.CreatePolicyResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	20, // 7: tollgate.v1.GetPolicyRequest.consistency:type_name -> tollgate.v1.Consistency
+	2,  // 8: tollgate.v1.GetPolicyResponse.policy:type_name -> tollgate.v1.Policy
+	21, // 9: tollgate.v1.GetPolicyResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	20, // 10: tollgate.v1.ListPoliciesRequest.consistency:type_name -> tollgate.v1.Consistency
+	2,  // 11: tollgate.v1.ListPoliciesResponse.policies:type_name -> tollgate.v1.Policy
+	21, // 12: tollgate.v1.ListPoliciesResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	2,  // 13: tollgate.v1.UpdatePolicyRequest.policy:type_name -> tollgate.v1.Policy
+	22, // 14: tollgate.v1.UpdatePolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 15: tollgate.v1.UpdatePolicyResponse.policy:type_name -> tollgate.v1.Policy
+	19, // 16: tollgate.v1.UpdatePolicyResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	19, // 17: tollgate.v1.DeletePolicyResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	23, // 18: tollgate.v1.RateLimitServiceCheckResponse.reset_after:type_name -> google.protobuf.Duration
+	23, // 19: tollgate.v1.RateLimitServiceCheckResponse.retry_after:type_name -> google.protobuf.Duration
+	24, // 20: tollgate.v1.RateLimitServiceCheckResponse.reason:type_name -> tollgate.v1.DenyReason
+	19, // 21: tollgate.v1.RateLimitServiceCheckResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	25, // 22: tollgate.v1.RateLimitServiceCheckResponse.receipt:type_name -> tollgate.v1.Receipt
+	15, // 23: tollgate.v1.CheckBatchRequest.items:type_name -> tollgate.v1.CheckBatchItem
+	14, // 24: tollgate.v1.CheckBatchResponse.results:type_name -> tollgate.v1.RateLimitServiceCheckResponse
+	3,  // 25: tollgate.v1.RateLimitService.CreatePolicy:input_type -> tollgate.v1.CreatePolicyRequest
+	5,  // 26: tollgate.v1.RateLimitService.GetPolicy:input_type -> tollgate.v1.GetPolicyRequest
+	7,  // 27: tollgate.v1.RateLimitService.ListPolicies:input_type -> tollgate.v1.ListPoliciesRequest
+	9,  // 28: tollgate.v1.RateLimitService.UpdatePolicy:input_type -> tollgate.v1.UpdatePolicyRequest
+	11, // 29: tollgate.v1.RateLimitService.DeletePolicy:input_type -> tollgate.v1.DeletePolicyRequest
+	13, // 30: tollgate.v1.RateLimitService.Check:input_type -> tollgate.v1.RateLimitServiceCheckRequest
+	16, // 31: tollgate.v1.RateLimitService.CheckBatch:input_type -> tollgate.v1.CheckBatchRequest
+	4,  // 32: tollgate.v1.RateLimitService.CreatePolicy:output_type -> tollgate.v1.CreatePolicyResponse
+	6,  // 33: tollgate.v1.RateLimitService.GetPolicy:output_type -> tollgate.v1.GetPolicyResponse
+	8,  // 34: tollgate.v1.RateLimitService.ListPolicies:output_type -> tollgate.v1.ListPoliciesResponse
+	10, // 35: tollgate.v1.RateLimitService.UpdatePolicy:output_type -> tollgate.v1.UpdatePolicyResponse
+	12, // 36: tollgate.v1.RateLimitService.DeletePolicy:output_type -> tollgate.v1.DeletePolicyResponse
+	14, // 37: tollgate.v1.RateLimitService.Check:output_type -> tollgate.v1.RateLimitServiceCheckResponse
+	17, // 38: tollgate.v1.RateLimitService.CheckBatch:output_type -> tollgate.v1.CheckBatchResponse
+	32, // [32:39] is the sub-list for method output_type
+	25, // [25:32] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_ratelimit_proto_init() }
@@ -1457,6 +1538,7 @@ func file_tollgate_v1_ratelimit_proto_init() {
 		return
 	}
 	file_tollgate_v1_common_proto_init()
+	file_tollgate_v1_receipt_proto_init()
 	file_tollgate_v1_ratelimit_proto_msgTypes[12].OneofWrappers = []any{}
 	file_tollgate_v1_ratelimit_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
