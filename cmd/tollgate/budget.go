@@ -83,7 +83,7 @@ utilization percentages recorded once per period when crossed. A budget with
 			if err != nil {
 				return err
 			}
-			return printFields(cmd, cf, resp, append(budgetFields(resp.State), field{"log index", formatLogIndex(resp.LogIndex)})...)
+			return printFields(cmd, cf, resp, append(budgetFields(resp.State), field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})...)
 		},
 	}
 	fl := cmd.Flags()
@@ -212,7 +212,7 @@ thresholds. The new amount applies to the current period at once.`,
 			if err != nil {
 				return err
 			}
-			return printFields(cmd, cf, resp, append(budgetFields(resp.State), field{"log index", formatLogIndex(resp.LogIndex)})...)
+			return printFields(cmd, cf, resp, append(budgetFields(resp.State), field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})...)
 		},
 	}
 	fl := cmd.Flags()
@@ -239,7 +239,7 @@ func newBudgetDeleteCommand(cf *clientFlags) *cobra.Command {
 			return printFields(cmd, cf, resp,
 				field{"deleted", args[0]},
 				field{"released holds", formatUint(uint64(resp.ReleasedHolds))},
-				field{"log index", formatLogIndex(resp.LogIndex)})
+				field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})
 		},
 	}
 	addRequestIDFlag(cmd, &requestID)
@@ -340,7 +340,7 @@ the hold id to pass to commit or release; exits with 3 when denied.`,
 				field{"reason", formatReason(resp.Reason)},
 				field{"denied by", resp.DeniedByBudgetId},
 				field{"would deny", formatBool(resp.WouldDeny)},
-				field{"log index", formatLogIndex(resp.LogIndex)})
+				field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})
 		},
 	}
 	cmd.Flags().StringVar(&amount, "amount", "", `amount to hold, a decimal string (required)`)
@@ -393,7 +393,7 @@ func newBudgetReleaseCommand(cf *clientFlags) *cobra.Command {
 				field{"budget", resp.BudgetId},
 				field{"released", resp.Released},
 				field{"remaining", resp.Remaining},
-				field{"log index", formatLogIndex(resp.LogIndex)})
+				field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})
 		},
 	}
 	addRequestIDFlag(cmd, &requestID)
@@ -447,6 +447,7 @@ func spendFields(r *tollgatev1.ConsumeResponse) []field {
 		{"would deny", formatBool(r.WouldDeny)},
 		{"crossed", formatPercents(r.ThresholdsCrossed)},
 		{"log index", formatLogIndex(r.LogIndex)},
+		{"receipt", formatReceiptRef(r.ReceiptRef)},
 	}
 }
 
@@ -482,5 +483,6 @@ func commitAsConsume(r *tollgatev1.CommitResponse) *tollgatev1.ConsumeResponse {
 		ThresholdsCrossed: r.ThresholdsCrossed,
 		LogIndex:          r.LogIndex,
 		BudgetId:          r.BudgetId,
+		ReceiptRef:        r.ReceiptRef,
 	}
 }

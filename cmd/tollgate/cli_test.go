@@ -170,6 +170,7 @@ budget     llm
 remaining  %s
 spent      %s%s
 log index  %d
+receipt    %[4]d/0
 `, s.remaining, s.spent, s.crossed, base+uint64(i)+1))
 	}
 	wantCLI(t, n.budget("consume", "llm", "--amount", "0.01"), exitDenied, fmt.Sprintf(`DENIED
@@ -179,6 +180,7 @@ spent      10.00
 reason     budget-exceeded
 denied by  llm
 log index  %d
+receipt    %[1]d/0
 `, base+5))
 	wantCLI(t, n.budget("check", "llm", "--amount", "0.01"), exitDenied, fmt.Sprintf(`DENIED
 budget     llm
@@ -236,6 +238,7 @@ budget     jobs
 remaining  3.00
 expires    2030-01-15T10:30:30Z
 log index  %d
+receipt    %[2]d/0
 `, hold, base+1))
 
 	// Committing less than the hold releases the rest.
@@ -244,6 +247,7 @@ budget     jobs
 remaining  3.50
 spent      1.50
 log index  %d
+receipt    %[1]d/0
 `, base+2))
 
 	r = n.budget("reserve", "jobs", "--amount", "1", "--ttl", "1m", "--output", "json")
@@ -257,12 +261,14 @@ log index  %d
 released   1.00
 remaining  3.50
 log index  %d
+receipt    %[1]d/0
 `, base+4))
 
 	// A released hold can no longer be committed: a decision, not an error.
 	wantCLI(t, n.budget("commit", reserved.HoldId, "--amount", "1"), exitDenied, fmt.Sprintf(`DENIED
 reason     hold-not-active
 log index  %d
+receipt    %[1]d/0
 `, base+5))
 	wantCLI(t, n.budget("reserve", "jobs", "--amount", "3.51", "--ttl", "30s"), exitDenied, fmt.Sprintf(`DENIED
 budget     jobs
@@ -270,6 +276,7 @@ remaining  3.50
 reason     budget-exceeded
 denied by  jobs
 log index  %d
+receipt    %[1]d/0
 `, base+6))
 	wantCLIError(t, n.budget("release", reserved.HoldId), exitFailure,
 		fmt.Sprintf("error: not_found: hold %q is not active in tenant %q (expired, committed, released or never made)\n", reserved.HoldId, n.tenant), false)
@@ -412,6 +419,7 @@ remaining    1
 limit        2
 reset after  500ms
 log index    %d
+receipt      %[1]d/0
 `, base+1))
 	wantCLI(t, n.limit("check", "api", "--key", "user-1"), 0, fmt.Sprintf(`ALLOWED
 policy       api
@@ -420,6 +428,7 @@ remaining    0
 limit        2
 reset after  1s
 log index    %d
+receipt      %[1]d/0
 `, base+2))
 	wantCLI(t, n.limit("check", "api", "--key", "user-1"), exitDenied, fmt.Sprintf(`DENIED
 policy       api
@@ -430,6 +439,7 @@ reset after  1s
 retry after  500ms
 reason       rate-limited
 log index    %d
+receipt      %[1]d/0
 `, base+3))
 
 	// A denial in JSON is still the response, and still exit code 3.

@@ -103,7 +103,7 @@ limit, so the rest stays for other priorities.`,
 			if err != nil {
 				return err
 			}
-			return printFields(cmd, cf, resp, append(policyFields(resp.Policy), field{"log index", formatLogIndex(resp.LogIndex)})...)
+			return printFields(cmd, cf, resp, append(policyFields(resp.Policy), field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})...)
 		},
 	}
 	addPolicyFlags(cmd, &pf, " (required)")
@@ -211,7 +211,7 @@ scales; --priority-scale "" removes them.`,
 			if err != nil {
 				return err
 			}
-			return printFields(cmd, cf, resp, append(policyFields(resp.Policy), field{"log index", formatLogIndex(resp.LogIndex)})...)
+			return printFields(cmd, cf, resp, append(policyFields(resp.Policy), field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})...)
 		},
 	}
 	addPolicyFlags(cmd, &pf, "")
@@ -235,7 +235,7 @@ func newLimitDeleteCommand(cf *clientFlags) *cobra.Command {
 			return printFields(cmd, cf, resp,
 				field{"deleted", args[0]},
 				field{"removed keys", formatUint(resp.RemovedKeys)},
-				field{"log index", formatLogIndex(resp.LogIndex)})
+				field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})
 		},
 	}
 	addRequestIDFlag(cmd, &requestID)
@@ -283,7 +283,7 @@ when the same cost can fit again). Repeating the command with the same
 				field{"reset after", formatDuration(resp.ResetAfter)},
 				field{"retry after", retryAfter},
 				field{"reason", formatReason(resp.Reason)},
-				field{"log index", formatLogIndex(resp.LogIndex)})
+				field{"log index", formatLogIndex(resp.LogIndex)}, field{"receipt", formatReceiptRef(resp.ReceiptRef)})
 		},
 	}
 	fl := cmd.Flags()

@@ -187,3 +187,12 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// formatReceiptRef prints a receipt reference as "INDEX/POSITION", the
+// arguments of 'tollgate receipt get --index --position'.
+func formatReceiptRef(ref *tollgatev1.ReceiptRef) string {
+	if ref == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", ref.LogIndex, ref.Position)
+}
