@@ -21,6 +21,7 @@ const (
 	checkHolds    = "holds"
 	checkRate     = "rate-bound"
 	checkFresh    = "fresh-reads"
+	checkReceipts = "receipts"
 )
 
 // problemsMax bounds how many problems a detail spells out.
@@ -37,7 +38,7 @@ func verdict(name string, problems []string, okDetail string) checker.Verdict {
 	return checker.Verdict{Check: name, Detail: detail}
 }
 
-func runChecks(res *Result, cfg Config, final finalState, wl *workload, liveness []string, recovery checker.Verdict, v *view) []checker.Verdict {
+func runChecks(res *Result, cfg Config, final finalState, wl *workload, liveness []string, recovery checker.Verdict, v *view, key clusterKey) []checker.Verdict {
 	verdicts := checkerVerdicts(res.History, final.Final, cfg.LinTimeout, res.Dir)
 	verdicts = append(verdicts,
 		recovery,
@@ -48,6 +49,7 @@ func runChecks(res *Result, cfg Config, final finalState, wl *workload, liveness
 		readInfoVerdict(res.History, wl.violations[checkReadInfo]),
 		holdsVerdict(res.History, final, wl.obj),
 		rateVerdict(res.History, cfg),
+		receiptsCheck(res, cfg, wl, v, key),
 	)
 	info := RunInfo{History: res.History, Final: final.Final, APIAddrs: addrs(v.memberList()), Tenant: tenant, Dir: res.Dir}
 	for _, extra := range cfg.ExtraChecks {
@@ -56,6 +58,16 @@ func runChecks(res *Result, cfg Config, final finalState, wl *workload, liveness
 		cancel()
 	}
 	return verdicts
+}
+
+// receiptsCheck runs receiptsVerdict on the members after convergence.
+func receiptsCheck(res *Result, cfg Config, wl *workload, v *view, key clusterKey) checker.Verdict {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return receiptsVerdict(ctx, receiptsInput{
+		history: res.History, refs: wl.receiptRefs(), key: key, nodes: v.memberList(), seed: cfg.Seed,
+		created: len(wl.obj.budgets) + 1, // the budgets and the policy
+	})
 }
 
 // checkerVerdicts runs test/checker's checks; a check that panics is a

@@ -46,19 +46,22 @@ func TestJepsenShort(t *testing.T) {
 func TestJepsenPlantedBugs(t *testing.T) {
 	cases := []struct {
 		bug   string
-		check string // the check that must fail
+		check string   // the check that must fail
+		also  []string // checks that must fail as well
 		cfg   jepsen.Config
 	}{{
 		// The leader drops request ids: every re-send charges again and
-		// answers differently.
-		bug: "no-idempotency", check: "idempotent",
+		// answers differently, with a new receipt each time, and no receipt
+		// names the request id.
+		bug: "no-idempotency", check: "idempotent", also: []string{"receipts"},
 		cfg: jepsen.Config{Duration: 8 * time.Second, Faults: []jepsen.FaultKind{jepsen.FaultKillLeader},
 			Mix: jepsen.Mix{Consume: 30, Retry: 30, LinRead: 20, Rate: 10, Hold: 10}},
 	}, {
 		// Replicas apply entries with their own clocks: hold expiries and
-		// rate-limit counters differ, so do the state hashes. A follower
+		// rate-limit counters differ, so do the state hashes, and so do
+		// the checkpoints each replica signs for one entry. A follower
 		// restarted with a clock offset leads for a while.
-		bug: "wall-clock-apply", check: "converged",
+		bug: "wall-clock-apply", check: "converged", also: []string{"receipts"},
 		cfg: jepsen.Config{Duration: 8 * time.Second, Faults: []jepsen.FaultKind{jepsen.FaultClockOffset},
 			Mix: jepsen.Mix{Consume: 20, LinRead: 10, Hold: 35, Rate: 35}},
 	}, {
@@ -105,9 +108,11 @@ func TestJepsenPlantedBugs(t *testing.T) {
 			cfg.LinTimeout = 30 * time.Second
 			res := jepsen.Run(t, cfg)
 			failed := res.Failed()
-			if !slices.Contains(failed, tc.check) {
-				t.Fatalf("planted bug %s: the %s check passed (failed: %v); the harness does not catch it (seed %d, results in %s)",
-					tc.bug, tc.check, failed, seed, res.Dir)
+			for _, check := range append([]string{tc.check}, tc.also...) {
+				if !slices.Contains(failed, check) {
+					t.Fatalf("planted bug %s: the %s check passed (failed: %v); the harness does not catch it (seed %d, results in %s)",
+						tc.bug, check, failed, seed, res.Dir)
+				}
 			}
 			t.Logf("planted bug %s caught by %s (all failed checks: %v) in a run of %s (faults %s, checks %s)",
 				tc.bug, tc.check, failed, res.Timings.Total.Round(100*time.Millisecond),

@@ -3,6 +3,7 @@ package jepsen
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand"
 	"slices"
@@ -146,6 +147,9 @@ type workload struct {
 	pool     []request // finished requests that may be re-sent
 	poolNext int
 	unknown  []request // mutations recorded Unknown, resolved after healing
+	// refs: op ID -> the receipt reference its OK answer named (the
+	// history type has no field for it; the receipts check reads it).
+	refs map[int64]receiptRef
 	// violations found while the run goes (check name -> problems).
 	violations map[string][]string
 	seq        atomic.Int64
@@ -153,7 +157,7 @@ type workload struct {
 
 func newWorkload(cfg Config, rec *checker.Recorder, obj objects, nodes []*procs.Node) *workload {
 	wl := &workload{cfg: cfg, rec: rec, obj: obj, nodeIDs: map[string]string{}, stop: make(chan struct{}),
-		violations: map[string][]string{}}
+		violations: map[string][]string{}, refs: map[int64]receiptRef{}}
 	for _, n := range nodes {
 		wl.nodeIDs[n.APIAddr] = n.ID
 	}
@@ -248,6 +252,12 @@ func (wl *workload) unknownRequests() []request {
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
 	return slices.Clone(wl.unknown)
+}
+
+func (wl *workload) receiptRefs() map[int64]receiptRef {
+	wl.mu.Lock()
+	defer wl.mu.Unlock()
+	return maps.Clone(wl.refs)
 }
 
 // worker runs operations one at a time, paced by a ticker.
@@ -424,7 +434,7 @@ func (wl *workload) send(cl *client.Client, clientNo int, node string, r request
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wl.cfg.OpTimeout)
 	op.InvokeNs = wl.rec.Now()
-	err := wl.call(ctx, cl, r, &op)
+	ref, err := wl.call(ctx, cl, r, &op)
 	op.CompleteNs = wl.rec.Now()
 	cancel()
 	op.Status = mutationStatus(err)
@@ -433,6 +443,11 @@ func (wl *workload) send(cl *client.Client, clientNo int, node string, r request
 	}
 	op = wl.rec.Add(op)
 	r.doneNs = op.CompleteNs
+	if op.Status == checker.OK && ref != nil {
+		wl.mu.Lock()
+		wl.refs[op.ID] = receiptRef{index: ref.LogIndex, position: ref.Position}
+		wl.mu.Unlock()
+	}
 	switch {
 	case op.Status == checker.Unknown:
 		wl.mu.Lock()
@@ -444,10 +459,12 @@ func (wl *workload) send(cl *client.Client, clientNo int, node string, r request
 	return op
 }
 
-// call sends r and fills op's answer.
-func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *checker.Op) error {
+// call sends r, fills op's answer and returns the receipt reference the
+// answer names.
+func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *checker.Op) (*tollgatev1.ReceiptRef, error) {
 	var err error
 	var remaining string
+	var ref *tollgatev1.ReceiptRef
 	switch r.kind {
 	case checker.Consume:
 		var resp *connect.Response[tollgatev1.ConsumeResponse]
@@ -455,6 +472,7 @@ func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *
 			Tenant: tenant, BudgetId: r.key, Amount: r.amount, RequestId: r.requestID}))
 		if err == nil {
 			op.Allowed, op.LogIndex, remaining = resp.Msg.Allowed, resp.Msg.LogIndex, resp.Msg.Remaining
+			ref = resp.Msg.ReceiptRef
 		}
 	case checker.Reserve:
 		var resp *connect.Response[tollgatev1.ReserveResponse]
@@ -462,6 +480,7 @@ func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *
 			Tenant: tenant, BudgetId: r.key, Amount: r.amount, Ttl: holdTTL, RequestId: r.requestID}))
 		if err == nil {
 			op.Allowed, op.LogIndex, op.HoldID, remaining = resp.Msg.Allowed, resp.Msg.LogIndex, resp.Msg.HoldId, resp.Msg.Remaining
+			ref = resp.Msg.ReceiptRef
 		}
 	case checker.Commit:
 		var resp *connect.Response[tollgatev1.CommitResponse]
@@ -469,6 +488,7 @@ func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *
 			Tenant: tenant, HoldId: r.holdID, Amount: r.amount, RequestId: r.requestID}))
 		if err == nil {
 			op.Allowed, op.LogIndex, remaining = resp.Msg.Allowed, resp.Msg.LogIndex, resp.Msg.Remaining
+			ref = resp.Msg.ReceiptRef
 		}
 	case checker.Release:
 		var resp *connect.Response[tollgatev1.ReleaseResponse]
@@ -476,6 +496,7 @@ func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *
 			Tenant: tenant, HoldId: r.holdID, RequestId: r.requestID}))
 		if err == nil {
 			op.LogIndex, remaining = resp.Msg.LogIndex, resp.Msg.Remaining
+			ref = resp.Msg.ReceiptRef
 		}
 	case checker.RateCheck:
 		policy, key, _ := strings.Cut(r.key, "/")
@@ -486,9 +507,10 @@ func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *
 		if err == nil {
 			// Tokens, scaled like money so details print them as units.
 			op.Allowed, op.LogIndex, op.Remaining = resp.Msg.Allowed, resp.Msg.LogIndex, resp.Msg.Remaining*1_000_000
+			ref = resp.Msg.ReceiptRef
 		}
 	default:
-		return fmt.Errorf("jepsen: no request of kind %q", r.kind)
+		return nil, fmt.Errorf("jepsen: no request of kind %q", r.kind)
 	}
 	if err == nil && remaining != "" {
 		var perr error
@@ -496,7 +518,7 @@ func (wl *workload) call(ctx context.Context, cl *client.Client, r request, op *
 			op.Err = "unparsable remaining: " + perr.Error()
 		}
 	}
-	return err
+	return ref, err
 }
 
 // mutationStatus: only a deterministic rejection means "certainly did not
