@@ -83,13 +83,14 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	prevApplied := f.machine.AppliedIndex()
 	if err := f.machine.Restore(rc); err != nil {
 		return err
 	}
 	f.metrics.restores.Inc()
 	if f.receipts != nil {
 		headIndex, headHash := f.machine.ChainHead()
-		if err := f.receipts.restored(f.machine.AppliedIndex(), headIndex, headHash); err != nil {
+		if err := f.receipts.restored(prevApplied, f.machine.AppliedIndex(), headIndex, headHash); err != nil {
 			return fmt.Errorf("receipt store after restore: %w", err)
 		}
 	}

@@ -23,6 +23,10 @@ type Peers interface {
 	ReadIndex(ctx context.Context, apiAddr string, verify bool) (uint64, error)
 	// Progress asks the node at apiAddr for its own indexes.
 	Progress(ctx context.Context, apiAddr string) (Progress, error)
+	// FetchReceipts asks the node at apiAddr for its stored receipts of the
+	// entries in [from, to] (at most limit) and the index through which it
+	// holds every checkpoint from from on (0: it cannot vouch for from).
+	FetchReceipts(ctx context.Context, apiAddr string, from, to uint64, limit int) ([]IndexedReceipts, uint64, error)
 }
 
 // Progress is a node's own report of where it is.

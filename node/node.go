@@ -260,6 +260,10 @@ func New(cfg Config) (*Node, error) {
 		go n.runMembership()
 		go n.joinPool()
 	}
+	if n.receipts != nil && n.peers != nil {
+		n.wg.Add(1)
+		go n.runReceiptRepair()
+	}
 	return n, nil
 }
 

@@ -117,5 +117,10 @@ func (n *Node) noReceipt(err error, format string, args ...any) error {
 		return err
 	}
 	r, _ := n.receipts.checkpoints(0, 0, 0)
-	return fmt.Errorf("%w: %s (this node holds receipts from index %d)", ErrNoReceipt, fmt.Sprintf(format, args...), r.HeldFrom)
+	msg := fmt.Sprintf("%s (this node holds receipts from index %d", fmt.Sprintf(format, args...), r.HeldFrom)
+	if len(r.Missing) > 0 {
+		msg += fmt.Sprintf("; it is fetching those of %d ranges it installed a snapshot over from its peers, first [%d, %d]",
+			len(r.Missing), r.Missing[0].From, r.Missing[0].To)
+	}
+	return fmt.Errorf("%w: %s)", ErrNoReceipt, msg)
 }

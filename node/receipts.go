@@ -24,8 +24,12 @@ import (
 // the last snapshot at start-up, which rewrites the same bytes, and the
 // store is synced before each snapshot is taken (raftFSM.Snapshot), so what a
 // snapshot covers is on disk. A receipts.db that does not open (a torn write
-// after power loss) is moved aside and the node holds receipts from the next
-// restored snapshot on.
+// after power loss) is moved aside and started afresh.
+//
+// Missing ranges: entries this node never applied because it installed a
+// snapshot instead (it lagged behind the leader's compacted log) have no
+// receipts here. The range is recorded (keyMissing) and repair.go fetches
+// those receipts from peers, verifies them and fills the range.
 type receiptStore struct {
 	db        *bolt.DB
 	retention time.Duration
@@ -37,7 +41,78 @@ var (
 	bucketRequests    = []byte("requests")    // tenant 0x00 request_id -> index (8) position (4)
 	bucketMeta        = []byte("meta")
 	keyHeldFrom       = []byte("held_from")
+	keyMissing        = []byte("missing") // (from, to) pairs, 16 bytes each, sorted
 )
+
+// IndexRange is [From, To], both inclusive.
+type IndexRange struct{ From, To uint64 }
+
+// missingMax bounds the missing ranges kept (each snapshot install over a
+// gap adds one; repair removes them). Past it the oldest are merged.
+const missingMax = 1024
+
+func decodeRanges(v []byte) []IndexRange {
+	var out []IndexRange
+	for len(v) >= 16 {
+		out = append(out, IndexRange{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])})
+		v = v[16:]
+	}
+	return out
+}
+
+func encodeRanges(rs []IndexRange) []byte {
+	var b []byte
+	for _, r := range rs {
+		b = binary.BigEndian.AppendUint64(b, r.From)
+		b = binary.BigEndian.AppendUint64(b, r.To)
+	}
+	return b
+}
+
+// addRange inserts r into sorted, non-overlapping ranges and merges.
+func addRange(rs []IndexRange, r IndexRange) []IndexRange {
+	out := make([]IndexRange, 0, len(rs)+1)
+	for _, x := range rs {
+		switch {
+		case x.To+1 < r.From || r.To+1 < x.From:
+			out = append(out, x)
+		default:
+			r = IndexRange{min(r.From, x.From), max(r.To, x.To)}
+		}
+	}
+	out = append(out, r)
+	sortRanges(out)
+	for len(out) > missingMax {
+		out = append([]IndexRange{{out[0].From, out[1].To}}, out[2:]...)
+	}
+	return out
+}
+
+// removeRange takes r out of the ranges.
+func removeRange(rs []IndexRange, r IndexRange) []IndexRange {
+	var out []IndexRange
+	for _, x := range rs {
+		if x.To < r.From || x.From > r.To {
+			out = append(out, x)
+			continue
+		}
+		if x.From < r.From {
+			out = append(out, IndexRange{x.From, r.From - 1})
+		}
+		if x.To > r.To {
+			out = append(out, IndexRange{r.To + 1, x.To})
+		}
+	}
+	return out
+}
+
+func sortRanges(rs []IndexRange) {
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && rs[j].From < rs[j-1].From; j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
+	}
+}
 
 // errNoReceipt: see ErrNoReceipt.
 var errNoReceipt = ErrNoReceipt
@@ -136,14 +211,28 @@ func decodeEntry(b []byte) (*fsm.EntryReceipts, error) {
 // put stores the receipts of applied entries (one transaction per batch).
 // Rewriting an entry after a restart writes the same bytes.
 func (s *receiptStore) put(entries []*fsm.EntryResult) error {
+	if err := s.write(entries); err != nil {
+		return err
+	}
 	var lastNowMs int64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	for _, e := range entries {
+		if e.Receipts != nil {
+			lastNowMs = e.NowMs
+		}
+	}
+	if s.applies++; s.retention > 0 && s.applies%pruneEvery == 0 && lastNowMs > 0 {
+		return s.prune(lastNowMs - s.retention.Milliseconds())
+	}
+	return nil
+}
+
+func (s *receiptStore) write(entries []*fsm.EntryResult) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
 		cps, reqs := tx.Bucket(bucketCheckpoints), tx.Bucket(bucketRequests)
 		for _, e := range entries {
 			if e.Receipts == nil {
 				continue
 			}
-			lastNowMs = e.NowMs
 			if err := cps.Put(u64(e.Index), encodeEntry(e.Receipts)); err != nil {
 				return err
 			}
@@ -167,13 +256,6 @@ func (s *receiptStore) put(entries []*fsm.EntryResult) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if s.applies++; s.retention > 0 && s.applies%pruneEvery == 0 && lastNowMs > 0 {
-		return s.prune(lastNowMs - s.retention.Milliseconds())
-	}
-	return nil
 }
 
 // prune deletes entries with a log time before cutoffMs and moves held_from
@@ -210,16 +292,21 @@ func (s *receiptStore) prune(cutoffMs int64) error {
 		if heldFrom == 0 {
 			return nil
 		}
-		return tx.Bucket(bucketMeta).Put(keyHeldFrom, u64(heldFrom))
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keyMissing, encodeRanges(removeRange(decodeRanges(meta.Get(keyMissing)), IndexRange{0, heldFrom - 1}))); err != nil {
+			return err
+		}
+		return meta.Put(keyHeldFrom, u64(heldFrom))
 	})
 }
 
 // restored reconciles the store with a state restored from a snapshot at
-// appliedIndex whose chain head is (headIndex, headHash). If the store holds
-// that head, it continues the chain (a restart). Otherwise it has a gap (an
-// install after lagging behind, or an admin restore): it is emptied and
-// holds receipts from appliedIndex+1 on.
-func (s *receiptStore) restored(appliedIndex, headIndex uint64, headHash receipt.Hash) error {
+// snapIndex whose chain head is (headIndex, headHash); before the restore
+// this node had applied up to prevApplied. If the store holds that head, it
+// continues the chain (a restart). Otherwise the entries (prevApplied,
+// snapIndex] were never applied here: the range is recorded as missing, for
+// repair from peers. Receipts already held are kept.
+func (s *receiptStore) restored(prevApplied, snapIndex, headIndex uint64, headHash receipt.Hash) error {
 	if headIndex == 0 {
 		return nil
 	}
@@ -228,17 +315,143 @@ func (s *receiptStore) restored(appliedIndex, headIndex uint64, headHash receipt
 			return nil
 		}
 	}
+	from := prevApplied + 1
+	if prevApplied >= snapIndex {
+		from = 1 // the store lost entries it had (receipts.db was replaced)
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketCheckpoints, bucketRequests} {
-			if err := tx.DeleteBucket(b); err != nil {
-				return err
-			}
-			if _, err := tx.CreateBucket(b); err != nil {
+		meta := tx.Bucket(bucketMeta)
+		// Checkpoints past the snapshot belong to a history this node
+		// applied but the cluster does not continue (an admin restore).
+		c := tx.Bucket(bucketCheckpoints).Cursor()
+		for k, _ := c.Seek(u64(snapIndex + 1)); k != nil; k, _ = c.Seek(u64(snapIndex + 1)) {
+			if err := c.Delete(); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyHeldFrom, u64(appliedIndex+1))
+		return meta.Put(keyMissing, encodeRanges(addRange(decodeRanges(meta.Get(keyMissing)), IndexRange{from, snapIndex})))
 	})
+}
+
+// missing returns the ranges this node lacks receipts for.
+func (s *receiptStore) missing() []IndexRange {
+	var out []IndexRange
+	s.db.View(func(tx *bolt.Tx) error {
+		out = decodeRanges(tx.Bucket(bucketMeta).Get(keyMissing))
+		return nil
+	})
+	return out
+}
+
+// IndexedReceipts is one entry's receipts with its log index.
+type IndexedReceipts struct {
+	Index    uint64
+	Receipts *fsm.EntryReceipts
+}
+
+// entries returns up to limit stored entries in [from, to] and the last
+// index through which this store is complete from `from` (0 if it cannot
+// vouch for from: it starts later or from is in a missing range).
+func (s *receiptStore) entries(from, to uint64, limit int) ([]IndexedReceipts, uint64, error) {
+	var out []IndexedReceipts
+	var through uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		heldFrom := uint64(1)
+		if v := meta.Get(keyHeldFrom); len(v) == 8 {
+			heldFrom = binary.BigEndian.Uint64(v)
+		}
+		if from < heldFrom {
+			return nil
+		}
+		through = to
+		for _, r := range decodeRanges(meta.Get(keyMissing)) {
+			if r.To < from || r.From > through {
+				continue
+			}
+			if r.From <= from {
+				through = 0
+				return nil
+			}
+			through = r.From - 1
+		}
+		c := tx.Bucket(bucketCheckpoints).Cursor()
+		last := uint64(0)
+		if k, _ := c.Last(); k != nil {
+			last = binary.BigEndian.Uint64(k)
+		}
+		through = min(through, last) // nothing beyond what it applied
+		for k, v := c.Seek(u64(from)); k != nil; k, v = c.Next() {
+			index := binary.BigEndian.Uint64(k)
+			if index > through {
+				break
+			}
+			if len(out) == limit {
+				through = index - 1
+				break
+			}
+			e, err := decodeEntry(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, IndexedReceipts{Index: index, Receipts: e})
+		}
+		return nil
+	})
+	if through < from {
+		through = 0
+	}
+	return out, through, err
+}
+
+// fill stores entries fetched from a peer (already verified) and marks
+// [from, through] as no longer missing.
+func (s *receiptStore) fill(entries []IndexedReceipts, from, through uint64) error {
+	results := make([]*fsm.EntryResult, len(entries))
+	for i, e := range entries {
+		results[i] = &fsm.EntryResult{Index: e.Index, Receipts: e.Receipts}
+	}
+	if err := s.write(results); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		return meta.Put(keyMissing, encodeRanges(removeRange(decodeRanges(meta.Get(keyMissing)), IndexRange{from, through})))
+	})
+}
+
+// neighbours returns the stored checkpoints right before from and right
+// after through (nil where there is none).
+func (s *receiptStore) neighbours(from, through uint64) (before, after *receipt.Checkpoint, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketCheckpoints).Cursor()
+		var k, v []byte
+		if k, _ = c.Seek(u64(from)); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		if k != nil && binary.BigEndian.Uint64(k) < from {
+			if before, err = checkpointOf(v); err != nil {
+				return err
+			}
+		}
+		if k, v := c.Seek(u64(through + 1)); k != nil {
+			if after, err = checkpointOf(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return before, after, err
+}
+
+func checkpointOf(v []byte) (*receipt.Checkpoint, error) {
+	e, err := decodeEntry(v)
+	if err != nil {
+		return nil, err
+	}
+	return receipt.DecodeCheckpoint(e.Checkpoint.Body)
 }
 
 // entry returns the receipts of the entry at index.
@@ -278,6 +491,8 @@ type CheckpointRange struct {
 	// HeldFrom is the first index this node holds receipts from; Last the
 	// index of its last checkpoint (0 when it holds none).
 	HeldFrom, Last uint64
+	// Missing are ranges after HeldFrom this node lacks (being repaired).
+	Missing []IndexRange
 }
 
 func (s *receiptStore) checkpoints(from, to uint64, limit int) (CheckpointRange, error) {
@@ -287,6 +502,7 @@ func (s *receiptStore) checkpoints(from, to uint64, limit int) (CheckpointRange,
 		if v := tx.Bucket(bucketMeta).Get(keyHeldFrom); len(v) == 8 {
 			out.HeldFrom = binary.BigEndian.Uint64(v)
 		}
+		out.Missing = decodeRanges(tx.Bucket(bucketMeta).Get(keyMissing))
 		c := tx.Bucket(bucketCheckpoints).Cursor()
 		if k, _ := c.Last(); k != nil {
 			out.Last = binary.BigEndian.Uint64(k)

@@ -203,6 +203,14 @@ func (p simPeers) ReadIndex(ctx context.Context, apiAddr string, verify bool) (u
 	return n.ReadIndex(ctx, verify)
 }
 
+func (p simPeers) FetchReceipts(_ context.Context, apiAddr string, from, to uint64, limit int) ([]node.IndexedReceipts, uint64, error) {
+	n, err := p.target(apiAddr)
+	if err != nil {
+		return nil, 0, err
+	}
+	return n.ReceiptEntries(from, to, limit)
+}
+
 func (p simPeers) Progress(_ context.Context, apiAddr string) (node.Progress, error) {
 	n, err := p.target(apiAddr)
 	if err != nil {

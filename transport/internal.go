@@ -13,6 +13,7 @@ import (
 	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
 	"github.com/tollgate/tollgate/node"
+	"github.com/tollgate/tollgate/receipt"
 )
 
 // internalHandler serves InternalService: the leader's side of forwarding
@@ -45,6 +46,30 @@ func (h *internalHandler) ReadIndex(ctx context.Context, req *connect.Request[to
 		return nil, err
 	}
 	return connect.NewResponse(&tollgatev1.ReadIndexResponse{ReadIndex: index}), nil
+}
+
+// fetchReceiptsMax bounds one FetchReceipts answer.
+const fetchReceiptsMax = 1024
+
+func (h *internalHandler) FetchReceipts(ctx context.Context, req *connect.Request[tollgatev1.FetchReceiptsRequest]) (*connect.Response[tollgatev1.FetchReceiptsResponse], error) {
+	m := req.Msg
+	if m.FromIndex == 0 || m.ToIndex < m.FromIndex {
+		return nil, invalid("want 1 <= from_index <= to_index, got [%d, %d]", m.FromIndex, m.ToIndex)
+	}
+	limit := int(m.MaxEntries)
+	if limit <= 0 || limit > fetchReceiptsMax {
+		limit = fetchReceiptsMax
+	}
+	entries, through, err := h.node.ReceiptEntries(m.FromIndex, m.ToIndex, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := &tollgatev1.FetchReceiptsResponse{CompleteThrough: through}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, &tollgatev1.ReceiptEntry{LogIndex: e.Index, Checkpoint: e.Receipts.Checkpoint.Body,
+			Signature: e.Receipts.Checkpoint.Signature, Leaves: e.Receipts.Leaves})
+	}
+	return connect.NewResponse(out), nil
 }
 
 // PeerClient implements node.Peers over other nodes' internal API.
@@ -127,4 +152,19 @@ func peerError(err error) error {
 		return cerr
 	}
 	return errors.Join(node.ErrUnknownOutcome, err)
+}
+
+// FetchReceipts asks a peer for its stored receipts (see node.Peers).
+func (p *PeerClient) FetchReceipts(ctx context.Context, apiAddr string, from, to uint64, limit int) ([]node.IndexedReceipts, uint64, error) {
+	resp, err := p.internal(apiAddr).FetchReceipts(ctx, connect.NewRequest(&tollgatev1.FetchReceiptsRequest{
+		FromIndex: from, ToIndex: to, MaxEntries: uint32(limit)}))
+	if err != nil {
+		return nil, 0, peerError(err)
+	}
+	out := make([]node.IndexedReceipts, len(resp.Msg.Entries))
+	for i, e := range resp.Msg.Entries {
+		out[i] = node.IndexedReceipts{Index: e.LogIndex, Receipts: &fsm.EntryReceipts{
+			Checkpoint: receipt.SignedCheckpoint{Body: e.Checkpoint, Signature: e.Signature}, Leaves: e.Leaves}}
+	}
+	return out, resp.Msg.CompleteThrough, nil
 }

@@ -37,6 +37,7 @@ type ClusterAdmin interface {
 // InternalNode is what other nodes ask of this one (InternalService).
 type InternalNode interface {
 	ProposeForwarded(ctx context.Context, cmds [][]byte) ([]fsm.Result, uint64, error)
+	ReceiptEntries(from, to uint64, limit int) ([]node.IndexedReceipts, uint64, error)
 	ReadIndex(ctx context.Context, verify bool) (uint64, error)
 	Progress() node.Progress
 }

@@ -185,6 +185,9 @@ func (h *receiptHandler) ListCheckpoints(ctx context.Context, req *connect.Reque
 	}
 	out := &tollgatev1.ListCheckpointsResponse{NextFromIndex: r.Next, HeldFromIndex: r.HeldFrom, LastIndex: r.Last,
 		NodeId: h.node.Progress().NodeID}
+	for _, m := range r.Missing {
+		out.Missing = append(out.Missing, &tollgatev1.IndexRange{FromIndex: m.From, ToIndex: m.To})
+	}
 	for _, sc := range r.Checkpoints {
 		w := &tollgatev1.SignedCheckpoint{Body: sc.Body, Signature: sc.Signature}
 		if c, err := receipt.DecodeCheckpoint(sc.Body); err == nil {

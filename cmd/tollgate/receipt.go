@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -383,7 +384,19 @@ type auditReport struct {
 	checked, badSignatures, gaps int
 	first, last                  uint64
 	heldFrom                     uint64
+	missing                      []*tollgatev1.IndexRange
 	problems                     []string
+}
+
+// missingBetween reports whether the node says it lacks receipts somewhere
+// in (a, b): a broken link across such a range is a known hole, not a gap.
+func (r *auditReport) missingBetween(a, b uint64) bool {
+	for _, m := range r.missing {
+		if m.FromIndex < b && m.ToIndex > a {
+			return true
+		}
+	}
+	return false
 }
 
 // auditProblemsShown bounds how many problems are listed one by one.
@@ -403,6 +416,7 @@ func audit(ctx context.Context, cmd *cobra.Command, c *client.Client, keys recei
 		}
 		m := resp.Msg
 		rep.heldFrom = m.HeldFromIndex
+		rep.missing = m.Missing
 		for _, sc := range m.Checkpoints {
 			cp, err := receipt.VerifyCheckpoint(receipt.SignedCheckpoint{Body: sc.Body, Signature: sc.Signature}, keys)
 			rep.checked++
@@ -417,7 +431,7 @@ func audit(ctx context.Context, cmd *cobra.Command, c *client.Client, keys recei
 			}
 			rep.last = cp.Index
 			if prev != nil {
-				if err := receipt.VerifyLink(prev, cp); err != nil {
+				if err := receipt.VerifyLink(prev, cp); err != nil && !rep.missingBetween(prev.Index, cp.Index) {
 					rep.gaps++
 					problem("gap between checkpoints %d and %d: %v", prev.Index, cp.Index, err)
 				}
@@ -437,6 +451,15 @@ func audit(ctx context.Context, cmd *cobra.Command, c *client.Client, keys recei
 	fmt.Fprintf(out, "held from    %d\n", rep.heldFrom)
 	fmt.Fprintf(out, "signatures   %d bad\n", rep.badSignatures)
 	fmt.Fprintf(out, "links        %d broken (gaps)\n", rep.gaps)
+	var missing []string
+	for _, m := range rep.missing {
+		if m.ToIndex >= from && (to == 0 || m.FromIndex <= to) {
+			missing = append(missing, fmt.Sprintf("%d-%d", m.FromIndex, m.ToIndex))
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(out, "missing      %s (installed from a snapshot; the node is fetching them from its peers)\n", strings.Join(missing, ", "))
+	}
 	for i, p := range rep.problems {
 		if i == auditProblemsShown {
 			fmt.Fprintf(out, "... and %d more\n", len(rep.problems)-i)
@@ -447,6 +470,8 @@ func audit(ctx context.Context, cmd *cobra.Command, c *client.Client, keys recei
 	switch {
 	case len(rep.problems) > 0:
 		return &exitError{code: exitFailure, msg: "AUDIT FAILED"}
+	case len(missing) > 0:
+		return &exitError{code: exitFailure, msg: "AUDIT INCOMPLETE: this node does not hold every receipt of the range yet; audit another node or retry"}
 	case rep.heldFrom > from:
 		return &exitError{code: exitFailure, msg: fmt.Sprintf("AUDIT INCOMPLETE: this node holds receipts from index %d, after --from %d", rep.heldFrom, from)}
 	}

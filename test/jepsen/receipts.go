@@ -142,6 +142,12 @@ func receiptsVerdict(ctx context.Context, in receiptsInput) checker.Verdict {
 	var problems, notes []string
 	keys := in.key.keySet()
 
+	// A node that installed a snapshot fetches the receipts it skipped from
+	// its peers; every node must end up holding every receipt.
+	if p := waitRepaired(ctx, in.nodes); p != "" {
+		problems = append(problems, p)
+	}
+	repaired := time.Since(start)
 	chains := fetchChains(ctx, in.nodes)
 	defer func() {
 		for _, c := range chains {
@@ -159,8 +165,13 @@ func receiptsVerdict(ctx context.Context, in receiptsInput) checker.Verdict {
 	held, unheld, heldProblems := splitHeld(decisions, chains)
 	problems = append(problems, heldProblems...)
 	if len(unheld) > 0 {
-		notes = append(notes, fmt.Sprintf("%d acknowledged decisions (entries %d to %d) have no receipt on any node any more: every node installed a snapshot after them",
+		problems = append(problems, fmt.Sprintf("%d acknowledged decisions (entries %d to %d) have no receipt on any node",
 			len(unheld), unheld[0].ref.index, unheld[len(unheld)-1].ref.index))
+	}
+	for _, c := range chains {
+		if c.err == nil && c.heldFrom != 1 {
+			problems = append(problems, fmt.Sprintf("%s holds receipts from index %d, not from the start", c.node.ID, c.heldFrom))
+		}
 	}
 	problems = append(problems, leafCountProblems(chains, union, held, in)...)
 
@@ -181,9 +192,9 @@ func receiptsVerdict(ctx context.Context, in receiptsInput) checker.Verdict {
 	}
 	detail := fmt.Sprintf("chain: %d checkpoints (%d leaves) at indexes %s, signed by key %s, linked, identical on the %d nodes holding them (%s); "+
 		"%d acknowledged decisions, one receipt_ref per request id, none shared, %d of them in held entries; "+
-		"%d sampled receipts verified on every node holding them (%d fetches); in %s",
+		"%d sampled receipts verified on every node holding them (%d fetches); snapshot installs repaired from peers in %s; checked in %s",
 		len(union), leaves, span, in.key.id, len(chains), heldSummary(chains),
-		len(decisions), len(held), len(sample), fetched, time.Since(start).Round(time.Millisecond))
+		len(decisions), len(held), len(sample), fetched, repaired.Round(time.Millisecond), (time.Since(start) - repaired).Round(time.Millisecond))
 	if len(notes) > 0 {
 		detail += "; note: " + strings.Join(notes, "; ")
 	}
@@ -195,9 +206,9 @@ func receiptsVerdict(ctx context.Context, in receiptsInput) checker.Verdict {
 }
 
 // splitHeld sorts the decisions by whether some node holds their entry.
-// Entries before every node's first held index are gone from the cluster
-// (noted: a snapshot install drops them, by design); a decision past every
-// node's last checkpoint has no receipt at all.
+// Entries before every node's first held index are gone from the cluster (a
+// failure: nodes repair what snapshot installs skipped from their peers); a
+// decision past every node's last checkpoint has no receipt at all.
 func splitHeld(decisions []*ackedDecision, chains []*nodeChain) (held, unheld []*ackedDecision, problems []string) {
 	var firstHeld, last uint64
 	for _, c := range chains {
@@ -350,7 +361,7 @@ func checkChains(chains []*nodeChain, key clusterKey, keys receipt.KeySet) (map[
 		}
 	}
 	if first := union[indexes[0]]; first.cp != nil && first.cp.Prev != (receipt.Hash{}) {
-		notes = append(notes, fmt.Sprintf("no node holds the chain from its start (every node installed a snapshot): checked from checkpoint %d on", first.cp.Index))
+		problems = append(problems, fmt.Sprintf("no node holds the chain from its start: the first checkpoint held, %d, links to %s", first.cp.Index, first.cp.Prev))
 	}
 	return union, notes, problems
 }
@@ -731,4 +742,44 @@ func sameReceipt(dec *ackedDecision, a, b *fetchedReceipt) string {
 		return ""
 	}
 	return fmt.Sprintf("request %s (ref %s): %s and %s hand out different receipt bytes", dec.op.RequestID, dec.ref, a.chain.node.ID, b.chain.node.ID)
+}
+
+// repairWaitMax bounds how long the check waits for nodes that installed a
+// snapshot to fetch the receipts they skipped (they ask every 2 s).
+const repairWaitMax = 30 * time.Second
+
+// waitRepaired polls until no running node reports missing receipt ranges;
+// it returns a problem if one still does after repairWaitMax.
+func waitRepaired(ctx context.Context, nodes []*procs.Node) string {
+	var last string
+	ok := procs.Poll(repairWaitMax, 200*time.Millisecond, func() bool {
+		last = ""
+		for _, n := range nodes {
+			if !n.Running() {
+				continue
+			}
+			cl, err := client.New([]string{n.APIAddr}, client.WithoutRetries(), client.WithRequestTimeout(receiptCallTimeout))
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			cctx, cancel := context.WithTimeout(ctx, receiptCallTimeout)
+			resp, err := cl.Receipts.ListCheckpoints(cctx, connect.NewRequest(&tollgatev1.ListCheckpointsRequest{FromIndex: 1, PageSize: 1}))
+			cancel()
+			cl.Close()
+			if err != nil {
+				last = fmt.Sprintf("%s: %v", n.ID, err)
+				return false
+			}
+			if m := resp.Msg.Missing; len(m) > 0 {
+				last = fmt.Sprintf("%s misses the receipts of %d ranges, first [%d, %d]", n.ID, len(m), m[0].FromIndex, m[0].ToIndex)
+				return false
+			}
+		}
+		return true
+	})
+	if ok {
+		return ""
+	}
+	return fmt.Sprintf("receipts not repaired %s after convergence: %s", repairWaitMax, last)
 }

@@ -21,6 +21,191 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type FetchReceiptsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FromIndex uint64                 `protobuf:"varint,1,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	ToIndex   uint64                 `protobuf:"varint,2,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
+	// At most this many entries (the answering node may send fewer).
+	MaxEntries    uint32 `protobuf:"varint,3,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchReceiptsRequest) Reset() {
+	*x = FetchReceiptsRequest{}
+	mi := &file_tollgate_v1_internal_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchReceiptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchReceiptsRequest) ProtoMessage() {}
+
+func (x *FetchReceiptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_internal_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchReceiptsRequest.ProtoReflect.Descriptor instead.
+func (*FetchReceiptsRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FetchReceiptsRequest) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *FetchReceiptsRequest) GetToIndex() uint64 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
+func (x *FetchReceiptsRequest) GetMaxEntries() uint32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+type ReceiptEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LogIndex      uint64                 `protobuf:"varint,1,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	Checkpoint    []byte                 `protobuf:"bytes,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	Leaves        [][]byte               `protobuf:"bytes,4,rep,name=leaves,proto3" json:"leaves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptEntry) Reset() {
+	*x = ReceiptEntry{}
+	mi := &file_tollgate_v1_internal_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptEntry) ProtoMessage() {}
+
+func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_internal_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptEntry.ProtoReflect.Descriptor instead.
+func (*ReceiptEntry) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReceiptEntry) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *ReceiptEntry) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *ReceiptEntry) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *ReceiptEntry) GetLeaves() [][]byte {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
+type FetchReceiptsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In index order.
+	Entries []*ReceiptEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The answering node holds every checkpoint with index in [from_index,
+	// complete_through]: an index in that range without an entry made no
+	// decisions. Zero when it cannot vouch for from_index.
+	CompleteThrough uint64 `protobuf:"varint,2,opt,name=complete_through,json=completeThrough,proto3" json:"complete_through,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FetchReceiptsResponse) Reset() {
+	*x = FetchReceiptsResponse{}
+	mi := &file_tollgate_v1_internal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchReceiptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchReceiptsResponse) ProtoMessage() {}
+
+func (x *FetchReceiptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_internal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchReceiptsResponse.ProtoReflect.Descriptor instead.
+func (*FetchReceiptsResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FetchReceiptsResponse) GetEntries() []*ReceiptEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *FetchReceiptsResponse) GetCompleteThrough() uint64 {
+	if x != nil {
+		return x.CompleteThrough
+	}
+	return 0
+}
+
 type ForwardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Commands      [][]byte               `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
@@ -30,7 +215,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_tollgate_v1_internal_proto_msgTypes[0]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +227,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_internal_proto_msgTypes[0]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +240,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{0}
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ForwardRequest) GetCommands() [][]byte {
@@ -78,7 +263,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_tollgate_v1_internal_proto_msgTypes[1]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -90,7 +275,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_internal_proto_msgTypes[1]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -103,7 +288,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{1}
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ForwardResponse) GetResults() []byte {
@@ -136,7 +321,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_tollgate_v1_internal_proto_msgTypes[2]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +333,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_internal_proto_msgTypes[2]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +346,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{2}
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReadIndexRequest) GetVerifyLeader() bool {
@@ -181,7 +366,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_tollgate_v1_internal_proto_msgTypes[3]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -193,7 +378,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_internal_proto_msgTypes[3]
+	mi := &file_tollgate_v1_internal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -206,7 +391,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{3}
+	return file_tollgate_v1_internal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadIndexResponse) GetReadIndex() uint64 {
@@ -227,7 +412,23 @@ var File_tollgate_v1_internal_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x1atollgate/v1/internal.proto\x12\vtollgate.v1\",\n" +
+	"\x1atollgate/v1/internal.proto\x12\vtollgate.v1\"q\n" +
+	"\x14FetchReceiptsRequest\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x19\n" +
+	"\bto_index\x18\x02 \x01(\x04R\atoIndex\x12\x1f\n" +
+	"\vmax_entries\x18\x03 \x01(\rR\n" +
+	"maxEntries\"\x81\x01\n" +
+	"\fReceiptEntry\x12\x1b\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\fR\n" +
+	"checkpoint\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\x12\x16\n" +
+	"\x06leaves\x18\x04 \x03(\fR\x06leaves\"w\n" +
+	"\x15FetchReceiptsResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.tollgate.v1.ReceiptEntryR\aentries\x12)\n" +
+	"\x10complete_through\x18\x02 \x01(\x04R\x0fcompleteThrough\",\n" +
 	"\x0eForwardRequest\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\"d\n" +
 	"\x0fForwardResponse\x12\x18\n" +
@@ -239,10 +440,11 @@ const file_tollgate_v1_internal_proto_rawDesc = "" +
 	"\x11ReadIndexResponse\x12\x1d\n" +
 	"\n" +
 	"read_index\x18\x01 \x01(\x04R\treadIndex\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term2\xa3\x01\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term2\x80\x02\n" +
 	"\x0fInternalService\x12D\n" +
 	"\aForward\x12\x1b.tollgate.v1.ForwardRequest\x1a\x1c.tollgate.v1.ForwardResponse\x12J\n" +
-	"\tReadIndex\x12\x1d.tollgate.v1.ReadIndexRequest\x1a\x1e.tollgate.v1.ReadIndexResponseB9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
+	"\tReadIndex\x12\x1d.tollgate.v1.ReadIndexRequest\x1a\x1e.tollgate.v1.ReadIndexResponse\x12[\n" +
+	"\rFetchReceipts\x12!.tollgate.v1.FetchReceiptsRequest\x1a\".tollgate.v1.FetchReceiptsResponse\"\x03\x90\x02\x01B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
 
 var (
 	file_tollgate_v1_internal_proto_rawDescOnce sync.Once
@@ -256,23 +458,29 @@ func file_tollgate_v1_internal_proto_rawDescGZIP() []byte {
 	return file_tollgate_v1_internal_proto_rawDescData
 }
 
-var file_tollgate_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_tollgate_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_tollgate_v1_internal_proto_goTypes = []any{
-	(*ForwardRequest)(nil),    // 0: tollgate.v1.ForwardRequest
-	(*ForwardResponse)(nil),   // 1: tollgate.v1.ForwardResponse
-	(*ReadIndexRequest)(nil),  // 2: tollgate.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil), // 3: tollgate.v1.ReadIndexResponse
+	(*FetchReceiptsRequest)(nil),  // 0: tollgate.v1.FetchReceiptsRequest
+	(*ReceiptEntry)(nil),          // 1: tollgate.v1.ReceiptEntry
+	(*FetchReceiptsResponse)(nil), // 2: tollgate.v1.FetchReceiptsResponse
+	(*ForwardRequest)(nil),        // 3: tollgate.v1.ForwardRequest
+	(*ForwardResponse)(nil),       // 4: tollgate.v1.ForwardResponse
+	(*ReadIndexRequest)(nil),      // 5: tollgate.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 6: tollgate.v1.ReadIndexResponse
 }
 var file_tollgate_v1_internal_proto_depIdxs = []int32{
-	0, // 0: tollgate.v1.InternalService.Forward:input_type -> tollgate.v1.ForwardRequest
-	2, // 1: tollgate.v1.InternalService.ReadIndex:input_type -> tollgate.v1.ReadIndexRequest
-	1, // 2: tollgate.v1.InternalService.Forward:output_type -> tollgate.v1.ForwardResponse
-	3, // 3: tollgate.v1.InternalService.ReadIndex:output_type -> tollgate.v1.ReadIndexResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1, // 0: tollgate.v1.FetchReceiptsResponse.entries:type_name -> tollgate.v1.ReceiptEntry
+	3, // 1: tollgate.v1.InternalService.Forward:input_type -> tollgate.v1.ForwardRequest
+	5, // 2: tollgate.v1.InternalService.ReadIndex:input_type -> tollgate.v1.ReadIndexRequest
+	0, // 3: tollgate.v1.InternalService.FetchReceipts:input_type -> tollgate.v1.FetchReceiptsRequest
+	4, // 4: tollgate.v1.InternalService.Forward:output_type -> tollgate.v1.ForwardResponse
+	6, // 5: tollgate.v1.InternalService.ReadIndex:output_type -> tollgate.v1.ReadIndexResponse
+	2, // 6: tollgate.v1.InternalService.FetchReceipts:output_type -> tollgate.v1.FetchReceiptsResponse
+	4, // [4:7] is the sub-list for method output_type
+	1, // [1:4] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_internal_proto_init() }
@@ -286,7 +494,7 @@ func file_tollgate_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_v1_internal_proto_rawDesc), len(file_tollgate_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -663,8 +663,12 @@ type ListCheckpointsResponse struct {
 	// or a snapshot install, may have left out older ones).
 	HeldFromIndex uint64 `protobuf:"varint,3,opt,name=held_from_index,json=heldFromIndex,proto3" json:"held_from_index,omitempty"`
 	// The last checkpoint this node holds.
-	LastIndex     uint64 `protobuf:"varint,4,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	NodeId        string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	LastIndex uint64 `protobuf:"varint,4,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	NodeId    string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Ranges of log indexes (after held_from_index) whose receipts this node
+	// lacks because it installed a snapshot instead of applying them; it
+	// fetches them from its peers and verifies them, so they shrink to none.
+	Missing       []*IndexRange `protobuf:"bytes,6,rep,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -734,6 +738,66 @@ func (x *ListCheckpointsResponse) GetNodeId() string {
 	return ""
 }
 
+func (x *ListCheckpointsResponse) GetMissing() []*IndexRange {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+// IndexRange is [from_index, to_index], both inclusive.
+type IndexRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromIndex     uint64                 `protobuf:"varint,1,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	ToIndex       uint64                 `protobuf:"varint,2,opt,name=to_index,json=toIndex,proto3" json:"to_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexRange) Reset() {
+	*x = IndexRange{}
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexRange) ProtoMessage() {}
+
+func (x *IndexRange) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexRange.ProtoReflect.Descriptor instead.
+func (*IndexRange) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *IndexRange) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *IndexRange) GetToIndex() uint64 {
+	if x != nil {
+		return x.ToIndex
+	}
+	return 0
+}
+
 type GetPublicKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=tollgate.v1.Consistency" json:"consistency,omitempty"`
@@ -744,7 +808,7 @@ type GetPublicKeysRequest struct {
 
 func (x *GetPublicKeysRequest) Reset() {
 	*x = GetPublicKeysRequest{}
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[9]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +820,7 @@ func (x *GetPublicKeysRequest) String() string {
 func (*GetPublicKeysRequest) ProtoMessage() {}
 
 func (x *GetPublicKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[9]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +833,7 @@ func (x *GetPublicKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetPublicKeysRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{9}
+	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPublicKeysRequest) GetConsistency() Consistency {
@@ -801,7 +865,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[10]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +877,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[10]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +890,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{10}
+	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SigningKey) GetKeyId() string {
@@ -870,7 +934,7 @@ type GetPublicKeysResponse struct {
 
 func (x *GetPublicKeysResponse) Reset() {
 	*x = GetPublicKeysResponse{}
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[11]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +946,7 @@ func (x *GetPublicKeysResponse) String() string {
 func (*GetPublicKeysResponse) ProtoMessage() {}
 
 func (x *GetPublicKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[11]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +959,7 @@ func (x *GetPublicKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetPublicKeysResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{11}
+	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetPublicKeysResponse) GetKeys() []*SigningKey {
@@ -936,7 +1000,7 @@ type RotateSigningKeyRequest struct {
 
 func (x *RotateSigningKeyRequest) Reset() {
 	*x = RotateSigningKeyRequest{}
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[12]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1012,7 @@ func (x *RotateSigningKeyRequest) String() string {
 func (*RotateSigningKeyRequest) ProtoMessage() {}
 
 func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[12]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1025,7 @@ func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{12}
+	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{13}
 }
 
 type RotateSigningKeyResponse struct {
@@ -974,7 +1038,7 @@ type RotateSigningKeyResponse struct {
 
 func (x *RotateSigningKeyResponse) Reset() {
 	*x = RotateSigningKeyResponse{}
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[13]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1050,7 @@ func (x *RotateSigningKeyResponse) String() string {
 func (*RotateSigningKeyResponse) ProtoMessage() {}
 
 func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_receipt_proto_msgTypes[13]
+	mi := &file_tollgate_v1_receipt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1063,7 @@ func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{13}
+	return file_tollgate_v1_receipt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RotateSigningKeyResponse) GetKey() *SigningKey {
@@ -1085,14 +1149,20 @@ const file_tollgate_v1_receipt_proto_rawDesc = "" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x19\n" +
 	"\bto_index\x18\x02 \x01(\x04R\atoIndex\x12\x1b\n" +
-	"\tpage_size\x18\x03 \x01(\rR\bpageSize\"\xe2\x01\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\"\x95\x02\n" +
 	"\x17ListCheckpointsResponse\x12?\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2\x1d.tollgate.v1.SignedCheckpointR\vcheckpoints\x12&\n" +
 	"\x0fnext_from_index\x18\x02 \x01(\x04R\rnextFromIndex\x12&\n" +
 	"\x0fheld_from_index\x18\x03 \x01(\x04R\rheldFromIndex\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x04 \x01(\x04R\tlastIndex\x12\x17\n" +
-	"\anode_id\x18\x05 \x01(\tR\x06nodeId\"w\n" +
+	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x121\n" +
+	"\amissing\x18\x06 \x03(\v2\x17.tollgate.v1.IndexRangeR\amissing\"F\n" +
+	"\n" +
+	"IndexRange\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x19\n" +
+	"\bto_index\x18\x02 \x01(\x04R\atoIndex\"w\n" +
 	"\x14GetPublicKeysRequest\x12:\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x18.tollgate.v1.ConsistencyR\vconsistency\x12#\n" +
 	"\rmax_staleness\x18\x02 \x01(\tR\fmaxStaleness\"\x80\x01\n" +
@@ -1132,7 +1202,7 @@ func file_tollgate_v1_receipt_proto_rawDescGZIP() []byte {
 	return file_tollgate_v1_receipt_proto_rawDescData
 }
 
-var file_tollgate_v1_receipt_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tollgate_v1_receipt_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_tollgate_v1_receipt_proto_goTypes = []any{
 	(*ReceiptRef)(nil),               // 0: tollgate.v1.ReceiptRef
 	(*Receipt)(nil),                  // 1: tollgate.v1.Receipt
@@ -1143,47 +1213,49 @@ var file_tollgate_v1_receipt_proto_goTypes = []any{
 	(*GetReceiptResponse)(nil),       // 6: tollgate.v1.GetReceiptResponse
 	(*ListCheckpointsRequest)(nil),   // 7: tollgate.v1.ListCheckpointsRequest
 	(*ListCheckpointsResponse)(nil),  // 8: tollgate.v1.ListCheckpointsResponse
-	(*GetPublicKeysRequest)(nil),     // 9: tollgate.v1.GetPublicKeysRequest
-	(*SigningKey)(nil),               // 10: tollgate.v1.SigningKey
-	(*GetPublicKeysResponse)(nil),    // 11: tollgate.v1.GetPublicKeysResponse
-	(*RotateSigningKeyRequest)(nil),  // 12: tollgate.v1.RotateSigningKeyRequest
-	(*RotateSigningKeyResponse)(nil), // 13: tollgate.v1.RotateSigningKeyResponse
-	nil,                              // 14: tollgate.v1.ReceiptLeaf.InputsEntry
-	nil,                              // 15: tollgate.v1.ReceiptLeaf.BalancesEntry
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
-	(Consistency)(0),                 // 17: tollgate.v1.Consistency
-	(*ReadInfo)(nil),                 // 18: tollgate.v1.ReadInfo
+	(*IndexRange)(nil),               // 9: tollgate.v1.IndexRange
+	(*GetPublicKeysRequest)(nil),     // 10: tollgate.v1.GetPublicKeysRequest
+	(*SigningKey)(nil),               // 11: tollgate.v1.SigningKey
+	(*GetPublicKeysResponse)(nil),    // 12: tollgate.v1.GetPublicKeysResponse
+	(*RotateSigningKeyRequest)(nil),  // 13: tollgate.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil), // 14: tollgate.v1.RotateSigningKeyResponse
+	nil,                              // 15: tollgate.v1.ReceiptLeaf.InputsEntry
+	nil,                              // 16: tollgate.v1.ReceiptLeaf.BalancesEntry
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(Consistency)(0),                 // 18: tollgate.v1.Consistency
+	(*ReadInfo)(nil),                 // 19: tollgate.v1.ReadInfo
 }
 var file_tollgate_v1_receipt_proto_depIdxs = []int32{
 	2,  // 0: tollgate.v1.Receipt.decoded_leaf:type_name -> tollgate.v1.ReceiptLeaf
 	3,  // 1: tollgate.v1.Receipt.decoded_checkpoint:type_name -> tollgate.v1.Checkpoint
-	16, // 2: tollgate.v1.ReceiptLeaf.time:type_name -> google.protobuf.Timestamp
-	14, // 3: tollgate.v1.ReceiptLeaf.inputs:type_name -> tollgate.v1.ReceiptLeaf.InputsEntry
-	15, // 4: tollgate.v1.ReceiptLeaf.balances:type_name -> tollgate.v1.ReceiptLeaf.BalancesEntry
-	16, // 5: tollgate.v1.Checkpoint.leader_time:type_name -> google.protobuf.Timestamp
+	17, // 2: tollgate.v1.ReceiptLeaf.time:type_name -> google.protobuf.Timestamp
+	15, // 3: tollgate.v1.ReceiptLeaf.inputs:type_name -> tollgate.v1.ReceiptLeaf.InputsEntry
+	16, // 4: tollgate.v1.ReceiptLeaf.balances:type_name -> tollgate.v1.ReceiptLeaf.BalancesEntry
+	17, // 5: tollgate.v1.Checkpoint.leader_time:type_name -> google.protobuf.Timestamp
 	3,  // 6: tollgate.v1.SignedCheckpoint.decoded:type_name -> tollgate.v1.Checkpoint
 	0,  // 7: tollgate.v1.GetReceiptRequest.ref:type_name -> tollgate.v1.ReceiptRef
-	17, // 8: tollgate.v1.GetReceiptRequest.consistency:type_name -> tollgate.v1.Consistency
+	18, // 8: tollgate.v1.GetReceiptRequest.consistency:type_name -> tollgate.v1.Consistency
 	1,  // 9: tollgate.v1.GetReceiptResponse.receipt:type_name -> tollgate.v1.Receipt
 	0,  // 10: tollgate.v1.GetReceiptResponse.ref:type_name -> tollgate.v1.ReceiptRef
 	4,  // 11: tollgate.v1.ListCheckpointsResponse.checkpoints:type_name -> tollgate.v1.SignedCheckpoint
-	17, // 12: tollgate.v1.GetPublicKeysRequest.consistency:type_name -> tollgate.v1.Consistency
-	10, // 13: tollgate.v1.GetPublicKeysResponse.keys:type_name -> tollgate.v1.SigningKey
-	18, // 14: tollgate.v1.GetPublicKeysResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	10, // 15: tollgate.v1.RotateSigningKeyResponse.key:type_name -> tollgate.v1.SigningKey
-	5,  // 16: tollgate.v1.ReceiptService.GetReceipt:input_type -> tollgate.v1.GetReceiptRequest
-	7,  // 17: tollgate.v1.ReceiptService.ListCheckpoints:input_type -> tollgate.v1.ListCheckpointsRequest
-	9,  // 18: tollgate.v1.ReceiptService.GetPublicKeys:input_type -> tollgate.v1.GetPublicKeysRequest
-	12, // 19: tollgate.v1.ReceiptService.RotateSigningKey:input_type -> tollgate.v1.RotateSigningKeyRequest
-	6,  // 20: tollgate.v1.ReceiptService.GetReceipt:output_type -> tollgate.v1.GetReceiptResponse
-	8,  // 21: tollgate.v1.ReceiptService.ListCheckpoints:output_type -> tollgate.v1.ListCheckpointsResponse
-	11, // 22: tollgate.v1.ReceiptService.GetPublicKeys:output_type -> tollgate.v1.GetPublicKeysResponse
-	13, // 23: tollgate.v1.ReceiptService.RotateSigningKey:output_type -> tollgate.v1.RotateSigningKeyResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 12: tollgate.v1.ListCheckpointsResponse.missing:type_name -> tollgate.v1.IndexRange
+	18, // 13: tollgate.v1.GetPublicKeysRequest.consistency:type_name -> tollgate.v1.Consistency
+	11, // 14: tollgate.v1.GetPublicKeysResponse.keys:type_name -> tollgate.v1.SigningKey
+	19, // 15: tollgate.v1.GetPublicKeysResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	11, // 16: tollgate.v1.RotateSigningKeyResponse.key:type_name -> tollgate.v1.SigningKey
+	5,  // 17: tollgate.v1.ReceiptService.GetReceipt:input_type -> tollgate.v1.GetReceiptRequest
+	7,  // 18: tollgate.v1.ReceiptService.ListCheckpoints:input_type -> tollgate.v1.ListCheckpointsRequest
+	10, // 19: tollgate.v1.ReceiptService.GetPublicKeys:input_type -> tollgate.v1.GetPublicKeysRequest
+	13, // 20: tollgate.v1.ReceiptService.RotateSigningKey:input_type -> tollgate.v1.RotateSigningKeyRequest
+	6,  // 21: tollgate.v1.ReceiptService.GetReceipt:output_type -> tollgate.v1.GetReceiptResponse
+	8,  // 22: tollgate.v1.ReceiptService.ListCheckpoints:output_type -> tollgate.v1.ListCheckpointsResponse
+	12, // 23: tollgate.v1.ReceiptService.GetPublicKeys:output_type -> tollgate.v1.GetPublicKeysResponse
+	14, // 24: tollgate.v1.ReceiptService.RotateSigningKey:output_type -> tollgate.v1.RotateSigningKeyResponse
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_receipt_proto_init() }
@@ -1198,7 +1270,7 @@ func file_tollgate_v1_receipt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_v1_receipt_proto_rawDesc), len(file_tollgate_v1_receipt_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

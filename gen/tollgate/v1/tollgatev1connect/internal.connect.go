@@ -38,6 +38,9 @@ const (
 	// InternalServiceReadIndexProcedure is the fully-qualified name of the InternalService's ReadIndex
 	// RPC.
 	InternalServiceReadIndexProcedure = "/tollgate.v1.InternalService/ReadIndex"
+	// InternalServiceFetchReceiptsProcedure is the fully-qualified name of the InternalService's
+	// FetchReceipts RPC.
+	InternalServiceFetchReceiptsProcedure = "/tollgate.v1.InternalService/FetchReceipts"
 )
 
 // InternalServiceClient is a client for the tollgate.v1.InternalService service.
@@ -50,6 +53,10 @@ type InternalServiceClient interface {
 	// ReadIndex returns the leader's commit index for a follower read; with
 	// verify_leader the leader first proves its leadership to a quorum.
 	ReadIndex(context.Context, *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error)
+	// FetchReceipts returns the stored receipts of entries in [from_index,
+	// to_index], so a node that installed a snapshot can fill the receipts it
+	// never applied. The caller verifies every signature and chain link.
+	FetchReceipts(context.Context, *connect.Request[v1.FetchReceiptsRequest]) (*connect.Response[v1.FetchReceiptsResponse], error)
 }
 
 // NewInternalServiceClient constructs a client for the tollgate.v1.InternalService service. By
@@ -75,13 +82,21 @@ func NewInternalServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(internalServiceMethods.ByName("ReadIndex")),
 			connect.WithClientOptions(opts...),
 		),
+		fetchReceipts: connect.NewClient[v1.FetchReceiptsRequest, v1.FetchReceiptsResponse](
+			httpClient,
+			baseURL+InternalServiceFetchReceiptsProcedure,
+			connect.WithSchema(internalServiceMethods.ByName("FetchReceipts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // internalServiceClient implements InternalServiceClient.
 type internalServiceClient struct {
-	forward   *connect.Client[v1.ForwardRequest, v1.ForwardResponse]
-	readIndex *connect.Client[v1.ReadIndexRequest, v1.ReadIndexResponse]
+	forward       *connect.Client[v1.ForwardRequest, v1.ForwardResponse]
+	readIndex     *connect.Client[v1.ReadIndexRequest, v1.ReadIndexResponse]
+	fetchReceipts *connect.Client[v1.FetchReceiptsRequest, v1.FetchReceiptsResponse]
 }
 
 // Forward calls tollgate.v1.InternalService.Forward.
@@ -94,6 +109,11 @@ func (c *internalServiceClient) ReadIndex(ctx context.Context, req *connect.Requ
 	return c.readIndex.CallUnary(ctx, req)
 }
 
+// FetchReceipts calls tollgate.v1.InternalService.FetchReceipts.
+func (c *internalServiceClient) FetchReceipts(ctx context.Context, req *connect.Request[v1.FetchReceiptsRequest]) (*connect.Response[v1.FetchReceiptsResponse], error) {
+	return c.fetchReceipts.CallUnary(ctx, req)
+}
+
 // InternalServiceHandler is an implementation of the tollgate.v1.InternalService service.
 type InternalServiceHandler interface {
 	// Forward appends already validated, encoded commands (fsm wire format) to
@@ -104,6 +124,10 @@ type InternalServiceHandler interface {
 	// ReadIndex returns the leader's commit index for a follower read; with
 	// verify_leader the leader first proves its leadership to a quorum.
 	ReadIndex(context.Context, *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error)
+	// FetchReceipts returns the stored receipts of entries in [from_index,
+	// to_index], so a node that installed a snapshot can fill the receipts it
+	// never applied. The caller verifies every signature and chain link.
+	FetchReceipts(context.Context, *connect.Request[v1.FetchReceiptsRequest]) (*connect.Response[v1.FetchReceiptsResponse], error)
 }
 
 // NewInternalServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -125,12 +149,21 @@ func NewInternalServiceHandler(svc InternalServiceHandler, opts ...connect.Handl
 		connect.WithSchema(internalServiceMethods.ByName("ReadIndex")),
 		connect.WithHandlerOptions(opts...),
 	)
+	internalServiceFetchReceiptsHandler := connect.NewUnaryHandler(
+		InternalServiceFetchReceiptsProcedure,
+		svc.FetchReceipts,
+		connect.WithSchema(internalServiceMethods.ByName("FetchReceipts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tollgate.v1.InternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case InternalServiceForwardProcedure:
 			internalServiceForwardHandler.ServeHTTP(w, r)
 		case InternalServiceReadIndexProcedure:
 			internalServiceReadIndexHandler.ServeHTTP(w, r)
+		case InternalServiceFetchReceiptsProcedure:
+			internalServiceFetchReceiptsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -146,4 +179,8 @@ func (UnimplementedInternalServiceHandler) Forward(context.Context, *connect.Req
 
 func (UnimplementedInternalServiceHandler) ReadIndex(context.Context, *connect.Request[v1.ReadIndexRequest]) (*connect.Response[v1.ReadIndexResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.InternalService.ReadIndex is not implemented"))
+}
+
+func (UnimplementedInternalServiceHandler) FetchReceipts(context.Context, *connect.Request[v1.FetchReceiptsRequest]) (*connect.Response[v1.FetchReceiptsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.InternalService.FetchReceipts is not implemented"))
 }
