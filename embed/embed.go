@@ -63,6 +63,8 @@ type Config struct {
 	ReceiptRetention time.Duration
 	// NoReceipts turns receipts off (benchmarks of their cost only).
 	NoReceipts bool
+	// Pprof serves /debug/pprof/ on the API port.
+	Pprof bool
 }
 
 // Server is a running node with its API.
@@ -127,7 +129,7 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	api := transport.NewServer(ln, transport.NewHandler(n, transport.Options{Logger: cfg.Logger, Gatherer: reg, Registerer: reg}))
+	api := transport.NewServer(ln, transport.NewHandler(n, transport.Options{Logger: cfg.Logger, Gatherer: reg, Registerer: reg, Pprof: cfg.Pprof}))
 	s := &Server{Node: n, api: api, apiAddr: ln.Addr().String(), served: make(chan error, 1)}
 	go func() { s.served <- api.Serve() }()
 	return s, nil

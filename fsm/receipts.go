@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"fmt"
 	"strconv"
@@ -48,7 +49,14 @@ type ReceiptRef struct {
 type EntryReceipts struct {
 	Checkpoint receipt.SignedCheckpoint
 	Leaves     [][]byte
+	// Requests are the leaves' (tenant, request id), in leaf order, so the
+	// receipt store can index them without decoding the leaves. Not part of
+	// the receipts themselves (nil for entries fetched from a peer).
+	Requests []RequestKey
 }
+
+// RequestKey names a request: its tenant and request id ("" for none).
+type RequestKey struct{ Tenant, RequestID string }
 
 // RotateSigningKey makes Seed (an Ed25519 seed chosen by the leader) the
 // cluster signing key from the next checkpoint on. The entry that rotates
@@ -139,9 +147,10 @@ func (s *state) activateKey(k *SigningKey, seed []byte) {
 
 // leafBuilder collects one entry's leaves.
 type leafBuilder struct {
-	index  uint64
-	nowMs  int64
-	leaves [][]byte
+	index    uint64
+	nowMs    int64
+	leaves   [][]byte
+	requests []RequestKey
 }
 
 func (b *leafBuilder) add(tenant, op, object, requestID, outcome, reason string, inputs, balances []receipt.Field) ReceiptRef {
@@ -157,6 +166,7 @@ func (b *leafBuilder) add(tenant, op, object, requestID, outcome, reason string,
 		panic(fmt.Sprintf("fsm: leaf at index %d: %v", b.index, err))
 	}
 	b.leaves = append(b.leaves, enc)
+	b.requests = append(b.requests, RequestKey{tenant, requestID})
 	return ReceiptRef{Index: b.index, Position: l.Position}
 }
 
@@ -289,11 +299,15 @@ func (s *state) seal(b *leafBuilder, term uint64) *EntryReceipts {
 	cp := &receipt.Checkpoint{Index: b.index, Term: term, TimeUnixMs: b.nowMs,
 		Root: receipt.Root(hashes), LeafCount: uint32(len(hashes)), KeyID: key.ID}
 	copy(cp.Prev[:], s.receipts.HeadHash)
-	sig := receipt.Sign(ed25519.NewKeyFromSeed(key.Seed), cp)
+	if s.signer == nil || !bytes.Equal(s.signer.Seed(), key.Seed) {
+		// Deriving the key costs as much as a signature: once per key.
+		s.signer = ed25519.NewKeyFromSeed(key.Seed)
+	}
+	sig := receipt.Sign(s.signer, cp)
 	head := cp.Hash()
 	s.receipts.HeadIndex = b.index
 	s.receipts.HeadHash = head[:]
-	return &EntryReceipts{Checkpoint: receipt.SignedCheckpoint{Body: cp.Encode(), Signature: sig}, Leaves: b.leaves}
+	return &EntryReceipts{Checkpoint: receipt.SignedCheckpoint{Body: cp.Encode(), Signature: sig}, Leaves: b.leaves, Requests: b.requests}
 }
 
 func (s *state) checkRestoredReceipts() error {

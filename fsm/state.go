@@ -1,6 +1,9 @@
 package fsm
 
-import "strings"
+import (
+	"crypto/ed25519"
+	"strings"
+)
 
 // objectKey names a budget, hold or policy within its tenant.
 type objectKey struct {
@@ -167,6 +170,8 @@ type state struct {
 	removedServers []RemovedServer
 	// receipts is the signing key history and the checkpoint chain head.
 	receipts receiptState
+	// signer caches the active key derived from its seed (not state).
+	signer ed25519.PrivateKey
 
 	holdExpiries expiryHeap[holdExpiry]
 	rateExpiries expiryHeap[rateExpiry]

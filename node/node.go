@@ -231,7 +231,10 @@ func New(cfg Config) (*Node, error) {
 		n.machine.DisableReceipts()
 	}
 	if cfg.DataDir != "" && !cfg.NoReceipts {
-		rs, err := openReceiptStore(cfg.DataDir, cfg.ReceiptRetention)
+		rs, err := openReceiptStore(cfg.DataDir, cfg.ReceiptRetention, func(err error) {
+			n.metrics.receiptErrors.Inc()
+			n.log.Error("receipt store write failed", "err", err)
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -80,6 +80,9 @@ func (n *Node) Receipt(ctx context.Context, ref fsm.ReceiptRef) (*receipt.Receip
 	if err := n.waitApplied(ctx, ref.Index); err != nil {
 		return nil, err
 	}
+	if err := n.receipts.waitWritten(ctx, ref.Index); err != nil {
+		return nil, err
+	}
 	e, err := n.receipts.entry(ref.Index)
 	if err != nil {
 		return nil, n.noReceipt(err, "log index %d", ref.Index)
@@ -92,9 +95,13 @@ func (n *Node) Receipt(ctx context.Context, ref fsm.ReceiptRef) (*receipt.Receip
 
 // ReceiptRefByRequest finds the decision a request id made, in this node's
 // store (request ids are remembered as long as their receipts).
-func (n *Node) ReceiptRefByRequest(tenant, requestID string) (fsm.ReceiptRef, error) {
+func (n *Node) ReceiptRefByRequest(ctx context.Context, tenant, requestID string) (fsm.ReceiptRef, error) {
 	if n.receipts == nil {
 		return fsm.ReceiptRef{}, ErrNoReceiptStore
+	}
+	applied, _ := n.applied.get()
+	if err := n.receipts.waitWritten(ctx, applied); err != nil {
+		return fsm.ReceiptRef{}, err
 	}
 	ref, err := n.receipts.byRequest(tenant, requestID)
 	if err != nil {

@@ -19,7 +19,7 @@ type ReceiptNode interface {
 	// Receipt returns a decision's receipt from this node's store once this
 	// node has applied its entry.
 	Receipt(ctx context.Context, ref fsm.ReceiptRef) (*receipt.Receipt, error)
-	ReceiptRefByRequest(tenant, requestID string) (fsm.ReceiptRef, error)
+	ReceiptRefByRequest(ctx context.Context, tenant, requestID string) (fsm.ReceiptRef, error)
 	Checkpoints(from, to uint64, limit int) (node.CheckpointRange, error)
 	RotateSigningKey(ctx context.Context) (*fsm.SigningKey, uint64, error)
 }
@@ -155,7 +155,7 @@ func (h *receiptHandler) GetReceipt(ctx context.Context, req *connect.Request[to
 		if ref.Index > info.AppliedIndex {
 			return nil, &fsm.Error{Code: fsm.CodeNotFound, Message: fmt.Sprintf("log index %d is not applied (applied %d)", ref.Index, info.AppliedIndex)}
 		}
-	} else if ref, err = h.node.ReceiptRefByRequest(m.Tenant, m.RequestId); err != nil {
+	} else if ref, err = h.node.ReceiptRefByRequest(ctx, m.Tenant, m.RequestId); err != nil {
 		return nil, err
 	}
 	r, err := h.node.Receipt(ctx, ref)

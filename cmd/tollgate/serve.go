@@ -23,6 +23,7 @@ type serveFlags struct {
 	signingKey        string
 	receiptRetention  time.Duration
 	noReceipts        bool
+	pprof             bool
 	nodeID            string
 	dataDir           string
 	apiAddr           string
@@ -109,6 +110,7 @@ health and reflection.`,
 	fl.DurationVar(&f.receiptRetention, "receipt-retention", 0, "how long (in log time) this node keeps receipts and checkpoints; 0 keeps them forever")
 	fl.BoolVar(&f.noReceipts, "bench-no-receipts", false, "benchmarks only: decide without receipts, to measure what they cost (every node must be started the same way)")
 	fl.MarkHidden("bench-no-receipts")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the API port; for profiling, never on an untrusted network")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may finish on SIGTERM")
@@ -188,6 +190,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		SigningKey:        signingKey,
 		ReceiptRetention:  f.receiptRetention,
 		NoReceipts:        f.noReceipts,
+		Pprof:             f.pprof,
 		ReconcileInterval: reconcileInterval(f.fastMembership),
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,

@@ -3,6 +3,11 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,6 +65,8 @@ func benchConsume(b *testing.B, c *procs.Cluster, leader *procs.Node, callers in
 	entriesSum0, entriesCount0 := metricB(b, leader, "tollgate_log_entries_per_fsync_sum"), metricB(b, leader, "tollgate_log_entries_per_fsync_count")
 	cmdsSum0, cmdsCount0 := metricB(b, leader, "tollgate_commands_per_entry_sum"), metricB(b, leader, "tollgate_commands_per_entry_count")
 
+	stopProfile := profileLeader(b, leader)
+	defer stopProfile()
 	hist := hdrhistogram.New(1, int64(30*time.Second/time.Microsecond), 3)
 	var histMu sync.Mutex
 	var next atomic.Int64
@@ -122,6 +129,9 @@ func BenchmarkClusterConsumeReceipts(b *testing.B) {
 			if mode == "off" {
 				extra = []string{"--bench-no-receipts"}
 			}
+			if profileDir() != "" {
+				extra = append(extra, "--pprof")
+			}
 			c := procs.NewCluster(b, 3, procs.Options{Extra: extra})
 			c.StartAll()
 			leader := c.WaitLeader(30 * time.Second)
@@ -141,4 +151,38 @@ func BenchmarkClusterConsumeReceipts(b *testing.B) {
 			}
 		})
 	}
+}
+
+// profileDir is where benchmarks save CPU profiles of the leader
+// (TOLLGATE_BENCH_PPROF=DIR; the nodes then run with --pprof).
+func profileDir() string { return os.Getenv("TOLLGATE_BENCH_PPROF") }
+
+// profileLeader takes a 4-second CPU profile of the leader process from the
+// start of the benchmark run (make the run longer than that) and writes it
+// to DIR/<benchmark name>.pprof when the returned func is called. Without
+// TOLLGATE_BENCH_PPROF it does nothing.
+func profileLeader(b *testing.B, leader *procs.Node) func() {
+	dir := profileDir()
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + leader.APIAddr + "/debug/pprof/profile?seconds=4")
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		name := filepath.Join(dir, strings.NewReplacer("/", "_", "=", "-").Replace(b.Name())+".pprof")
+		f, err := os.Create(name)
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		io.Copy(f, resp.Body)
+		f.Close()
+	}()
+	return func() { <-done }
 }
