@@ -21,7 +21,7 @@ TEST_TIMEOUT ?= 12m
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down jepsen fuzz sim
+.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down jepsen fuzz sim bench bench-quick bench-build bench-deps
 
 all: build
 
@@ -170,3 +170,21 @@ fuzz: ## run each fuzz target of fsm and transport for FUZZTIME (default 30s)
 		done; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed fuzz targets:$$failed"; exit 1; fi
+
+# --- side-by-side benchmark (bench/, its own module) --------------------------
+# tollgate (3 processes) against etcd (3 members), Redis (appendfsync always /
+# everysec) and gubernator (3 nodes), with the fsync / loopback / no-op RPC
+# floors, servers pinned to CPU 1 and the load generator to CPU 0. Results:
+# bench/results/<date>-quick|full/{results.json,results.md,*.png}.
+
+bench-deps: ## install redis-server from Debian's archive if missing
+	bash bench/scripts/ensure-redis.sh
+
+bench-build: build ## build the benchmark driver into ./bin/tgbench
+	cd bench && $(GO) build -trimpath -o $(BIN)/tgbench ./cmd/tgbench
+
+bench-quick: bench-deps bench-build ## short side-by-side benchmark (under 3 minutes)
+	cd bench && $(BIN)/tgbench run --quick --tollgate $(BIN)/tollgate $(BENCH_FLAGS)
+
+bench: bench-deps bench-build ## full side-by-side benchmark (under 15 minutes)
+	cd bench && $(BIN)/tgbench run --tollgate $(BIN)/tollgate $(BENCH_FLAGS)
