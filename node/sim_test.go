@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,7 +76,7 @@ func TestSimulation(t *testing.T) {
 
 type simStores struct {
 	mem   *raft.InmemStore
-	snaps *raft.InmemSnapshotStore
+	snaps *simSnapshotStore
 }
 
 type simCluster struct {
@@ -99,7 +100,7 @@ func newSimCluster(t *testing.T, seed int64, size int) *simCluster {
 		id := "n" + strconv.Itoa(i)
 		c.ids = append(c.ids, id)
 		c.voters[id] = id
-		c.stores[id] = &simStores{mem: raft.NewInmemStore(), snaps: raft.NewInmemSnapshotStore()}
+		c.stores[id] = &simStores{mem: raft.NewInmemStore(), snaps: &simSnapshotStore{}}
 	}
 	for _, id := range c.ids {
 		c.start(id)
@@ -285,7 +286,12 @@ func (c *simCluster) waitLeader(timeout time.Duration) string {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if id := c.leader(); id != "" {
-			if err := c.node(id).WaitLeader(context.Background()); err == nil {
+			// Bounded: a leader that loses its term before its barrier
+			// commits never becomes ready, and another may win meanwhile.
+			ctx, cancel := context.WithTimeout(context.Background(), min(time.Until(deadline), time.Second))
+			err := c.node(id).WaitLeader(ctx)
+			cancel()
+			if err == nil {
 				return id
 			}
 		}
@@ -300,7 +306,9 @@ func (c *simCluster) mustPropose(cmd fsm.Command) {
 	for attempt := 0; attempt < 100; attempt++ {
 		id := c.leader()
 		if n := c.node(id); n != nil {
-			res, _, err := n.Propose(context.Background(), cmd)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			res, _, err := n.Propose(ctx, cmd)
+			cancel()
 			if err == nil {
 				if res[0].Err != nil {
 					c.t.Fatalf("setup %T: %v", cmd, res[0].Err)
@@ -511,7 +519,9 @@ func (c *simCluster) readSpent(key string) (int64, error) {
 		return 0, errors.New("no leader")
 	}
 	var spent int64
-	_, err := n.Read(context.Background(), node.Linearizable, 0, func(v fsm.View) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := n.Read(ctx, node.Linearizable, 0, func(v fsm.View) error {
 		b, err := v.Budget(simTenant, key)
 		if err == nil {
 			spent = b.SpentMicros
@@ -548,7 +558,9 @@ func (c *simCluster) final() checker.Final {
 	for {
 		n := c.node(c.leader())
 		if n != nil {
-			res, _, err := n.Propose(context.Background(), &fsm.Consume{Tenant: simTenant, BudgetID: "settle", AmountMicros: 1})
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			res, _, err := n.Propose(ctx, &fsm.Consume{Tenant: simTenant, BudgetID: "settle", AmountMicros: 1})
+			cancel()
 			if err == nil && res[0].Err == nil {
 				break
 			}
@@ -592,4 +604,63 @@ func (c *simCluster) final() checker.Final {
 		<-time.After(20 * time.Millisecond)
 	}
 	return final
+}
+
+// simSnapshotStore keeps the latest snapshot in memory. raft's
+// InmemSnapshotStore publishes a snapshot when it is created, so a follower
+// catching up can be sent one that is still being written (the race
+// detector flags it in raft v1.7.3's inmem_snapshot.go); this one publishes
+// it only when the sink is closed, as the file store does.
+type simSnapshotStore struct {
+	mu     sync.Mutex
+	latest *simSnapshot
+}
+
+type simSnapshot struct {
+	meta raft.SnapshotMeta
+	data []byte
+}
+
+type simSnapshotSink struct {
+	store *simSnapshotStore
+	meta  raft.SnapshotMeta
+	buf   bytes.Buffer
+}
+
+func (s *simSnapshotStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+	configurationIndex uint64, _ raft.Transport) (raft.SnapshotSink, error) {
+	return &simSnapshotSink{store: s, meta: raft.SnapshotMeta{Version: version, ID: fmt.Sprintf("%d-%d", term, index),
+		Index: index, Term: term, Configuration: configuration, ConfigurationIndex: configurationIndex}}, nil
+}
+
+func (s *simSnapshotStore) List() ([]*raft.SnapshotMeta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest == nil {
+		return nil, nil
+	}
+	meta := s.latest.meta
+	return []*raft.SnapshotMeta{&meta}, nil
+}
+
+func (s *simSnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest == nil || s.latest.meta.ID != id {
+		return nil, nil, fmt.Errorf("snapshot %s not found", id)
+	}
+	meta := s.latest.meta
+	return &meta, io.NopCloser(bytes.NewReader(s.latest.data)), nil
+}
+
+func (k *simSnapshotSink) Write(p []byte) (int, error) { return k.buf.Write(p) }
+func (k *simSnapshotSink) ID() string                  { return k.meta.ID }
+func (k *simSnapshotSink) Cancel() error               { return nil }
+
+func (k *simSnapshotSink) Close() error {
+	k.meta.Size = int64(k.buf.Len())
+	k.store.mu.Lock()
+	defer k.store.mu.Unlock()
+	k.store.latest = &simSnapshot{meta: k.meta, data: k.buf.Bytes()}
+	return nil
 }
