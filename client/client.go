@@ -185,6 +185,10 @@ func (rt *nodeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 
 type targetKey struct{}
 
+// leaderHeader names the leader on a forwarded change's reply (the value of
+// transport.LeaderHeader; the SDK does not import the server side).
+const leaderHeader = "Tollgate-Leader"
+
 // interceptor sets request ids and retries.
 type interceptor struct {
 	opts  options
@@ -202,7 +206,15 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			tryCtx, cancel := context.WithTimeout(context.WithValue(ctx, targetKey{}, target), i.opts.timeout)
 			resp, err := next(tryCtx, req)
 			cancel()
-			if err == nil || i.opts.noRetry || attempt == attemptsMax || !retryable(ctx, err) {
+			if err == nil {
+				// A follower forwarded the change and named the leader:
+				// the next calls go there directly.
+				if hint := resp.Header().Get(leaderHeader); hint != "" && hint != target {
+					i.nodes.prefer(hint)
+				}
+				return resp, nil
+			}
+			if i.opts.noRetry || attempt == attemptsMax || !retryable(ctx, err) {
 				return resp, err
 			}
 			if hint := leaderHint(err); hint != "" && hint != target {

@@ -136,3 +136,51 @@ func TestNewRejectsBadAddresses(t *testing.T) {
 		}
 	}
 }
+
+// forwarder is a follower that forwards changes to the leader (here: a real
+// leader node it wraps) and says who leads.
+type forwarder struct {
+	transport.Node
+	leaderAddr string
+	calls      atomic.Int64
+}
+
+func (f *forwarder) Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Result, uint64, error) {
+	f.calls.Add(1)
+	return f.Node.Propose(ctx, cmds...)
+}
+
+func (f *forwarder) LeaderAddr() (bool, string) { return false, f.leaderAddr }
+
+// TestFollowsLeaderAfterForwarding: a change a follower forwarded comes back
+// naming the leader, and the client sends the next changes there directly;
+// a read does not move the client.
+func TestFollowsLeaderAfterForwarding(t *testing.T) {
+	leader := tollgatetest.StartServer(t, tollgatetest.Options{})
+	f := &forwarder{Node: leader.Node, leaderAddr: leader.APIAddr()}
+	followerAddr := serve(t, transport.NewHandler(f, transport.Options{}))
+
+	c, err := client.New([]string{followerAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Budgets.GetBudget(context.Background(), connect.NewRequest(&tollgatev1.GetBudgetRequest{
+		Tenant: "acme", BudgetId: "none", Consistency: tollgatev1.Consistency_CONSISTENCY_STALE})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("stale read: %v", err)
+	}
+	if c.Node() != followerAddr {
+		t.Fatalf("a read moved the client to %s", c.Node())
+	}
+	createBudget(t, c)
+	if c.Node() != leader.APIAddr() {
+		t.Fatalf("after a forwarded change the client prefers %s, want the leader %s", c.Node(), leader.APIAddr())
+	}
+	if _, err := c.Budgets.Consume(context.Background(), connect.NewRequest(&tollgatev1.ConsumeRequest{
+		Tenant: "acme", BudgetId: "b", Amount: "1"})); err != nil {
+		t.Fatal(err)
+	}
+	if f.calls.Load() != 1 {
+		t.Fatalf("the follower saw %d changes, want 1 (the second goes to the leader)", f.calls.Load())
+	}
+}

@@ -689,3 +689,15 @@ func loadIncarnation(dataDir string) (string, error) {
 	}
 	return inc, os.Rename(tmp, path)
 }
+
+// LeaderAddr reports whether this node is the leader, and the leader's API
+// address (empty when no leader is known).
+func (n *Node) LeaderAddr() (bool, string) {
+	if n.raft.State() == raft.Leader {
+		return true, n.cfg.APIAddr
+	}
+	_, id := n.raft.LeaderWithID()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return false, n.apiAddrs[string(id)]
+}

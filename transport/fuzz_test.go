@@ -433,3 +433,5 @@ func TestRateDurationsBeyondTimeDuration(t *testing.T) {
 		}
 	}
 }
+
+func (n *fakeNode) LeaderAddr() (bool, string) { return true, "" }

@@ -20,6 +20,9 @@ type Node interface {
 	Read(ctx context.Context, level node.Consistency, maxStaleness time.Duration, fn func(fsm.View) error) (node.ReadInfo, error)
 	// Status reports the node's view of the cluster.
 	Status(ctx context.Context, opts node.StatusOptions) (node.Status, error)
+	// LeaderAddr reports whether this node leads, and the leader's API
+	// address when it does not.
+	LeaderAddr() (bool, string)
 	ClusterAdmin
 	InternalNode
 	ReceiptNode

@@ -59,7 +59,7 @@ func NewHandler(n Node, opts Options) http.Handler {
 	// Every message is bounded by RequestBytesMax before it is decoded;
 	// streams (snapshot upload) are bounded per message and in total.
 	handlerOpts := []connect.HandlerOption{
-		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor{log: opts.Logger}),
+		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor{log: opts.Logger}, leaderInterceptor(n)),
 		connect.WithReadMaxBytes(RequestBytesMax),
 		// Replies are a few hundred bytes: gzip would cost more CPU than it
 		// saves (a fresh flate state per reply was 16 % of a busy leader's

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -60,9 +61,12 @@ func Start(ctx context.Context, o proc.Options) (load.System, error) {
 	s := &system{}
 	for i, p := range ps {
 		id := "n" + strconv.Itoa(i+1)
-		cmd, err := proc.Start(o, o.Tollgate, "serve", "--node-id", id, "--data-dir", filepath.Join(o.Dir, id),
+		args := []string{"serve", "--node-id", id, "--data-dir", filepath.Join(o.Dir, id),
 			"--api-addr", p.api, "--raft-addr", p.raft, "--gossip-addr", p.gossip,
-			"--bootstrap-expect", strconv.Itoa(nodes), "--join", strings.Join(gossip, ","), "--log-level", "warn")
+			"--bootstrap-expect", strconv.Itoa(nodes), "--join", strings.Join(gossip, ","), "--log-level", "warn"}
+		// Experiments: extra serve flags, e.g. TGBENCH_TOLLGATE_FLAGS="--snapshot-threshold 100000".
+		args = append(args, strings.Fields(os.Getenv("TGBENCH_TOLLGATE_FLAGS"))...)
+		cmd, err := proc.Start(o, o.Tollgate, args...)
 		if err != nil {
 			s.Close()
 			return nil, err
