@@ -644,6 +644,9 @@ func (n *nemesis) removeServer(id string) error {
 
 // transfer hands leadership to target (up to three tries: a transfer can
 // time out under load).
+// transferAttempts bounds the TransferLeadership calls of one fault.
+const transferAttempts = 5
+
 func (n *nemesis) transfer(fr *FaultRecord, target *procs.Node) {
 	fr.Targets = []string{target.ID}
 	admin, err := n.v.admin(5 * time.Second)
@@ -652,7 +655,14 @@ func (n *nemesis) transfer(fr *FaultRecord, target *procs.Node) {
 		return
 	}
 	defer admin.Close()
-	for attempt := 1; attempt <= 3; attempt++ {
+	for attempt := 1; attempt <= transferAttempts; attempt++ {
+		if attempt > 1 {
+			// A transfer still in progress (an earlier one, or this one
+			// timing out at the old leader) refuses a new one until it
+			// ends: wait, and longer each time, instead of trying again at
+			// once (three immediate tries all met "in progress" once in CI).
+			time.Sleep(time.Duration(attempt-1) * 500 * time.Millisecond)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, err := admin.Cluster.TransferLeadership(ctx, connect.NewRequest(&tollgatev1.TransferLeadershipRequest{Id: target.ID}))
 		cancel()
