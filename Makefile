@@ -21,7 +21,7 @@ TEST_TIMEOUT ?= 12m
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down jepsen fuzz sim bench bench-quick bench-build bench-deps
+.PHONY: all run build test lint generate check-generate tools deps clean help image cluster-up cluster-down jepsen fuzz sim bench bench-quick bench-build bench-deps test-bench
 
 all: build
 
@@ -34,9 +34,15 @@ run: build ## build and start a single dev node on :7070 (data in ./data)
 build: ## build the static tollgate binary into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tollgate ./cmd/tollgate
 
-test: deps lint check-generate ## everything CI runs: lint, generated-code check, all tests with -race, more simulation seeds
+test: deps lint check-generate ## everything CI runs: lint, generated-code check, all tests with -race, more simulation seeds, the bench module's tests
 	$(GO) test -race -count=1 -parallel 8 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) sim SEEDS=$(SIM_TEST_SEEDS) FIRST_SEED=1001
+	$(MAKE) test-bench
+
+# The bench module (its own go.mod) has tests of its drivers against real
+# etcd, Redis and gubernator servers; redis-server is installed if missing.
+test-bench: bench-deps ## the bench module's tests, with -race
+	cd bench && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 
 # The simulation runs 50 seeds inside the -race run above and SIM_TEST_SEEDS
 # more (other seeds) without -race, which is several times faster.

@@ -29,7 +29,18 @@ import (
 //
 //	go test -run XXX -bench ClusterConsume -benchtime 20000x ./test/cluster/
 func BenchmarkClusterConsume(b *testing.B) {
-	c := procs.NewCluster(b, 3, procs.Options{})
+	c, leader := startBenchCluster(b, nil)
+	for _, clients := range []int{1, 16, 64, 256} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchConsume(b, c, leader, clients)
+		})
+	}
+}
+
+// startBenchCluster starts 3 nodes with extra serve flags and creates the
+// budget "bench" that the benchmarks consume from.
+func startBenchCluster(b *testing.B, extra []string) (*procs.Cluster, *procs.Node) {
+	c := procs.NewCluster(b, 3, procs.Options{Extra: extra})
 	c.StartAll()
 	leader := c.WaitLeader(30 * time.Second)
 	admin, err := client.New([]string{leader.APIAddr})
@@ -41,11 +52,7 @@ func BenchmarkClusterConsume(b *testing.B) {
 		Tenant: tenant, Budget: &tollgatev1.Budget{Id: "bench", Amount: "1000000000000", Currency: "USD"}})); err != nil {
 		b.Fatal(err)
 	}
-	for _, clients := range []int{1, 16, 64, 256} {
-		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			benchConsume(b, c, leader, clients)
-		})
-	}
+	return c, leader
 }
 
 // callersPerClient: callers share SDK clients (one h2c connection each), at
@@ -132,18 +139,7 @@ func BenchmarkClusterConsumeReceipts(b *testing.B) {
 			if profileDir() != "" {
 				extra = append(extra, "--pprof")
 			}
-			c := procs.NewCluster(b, 3, procs.Options{Extra: extra})
-			c.StartAll()
-			leader := c.WaitLeader(30 * time.Second)
-			admin, err := client.New([]string{leader.APIAddr})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer admin.Close()
-			if _, err := admin.Budgets.CreateBudget(context.Background(), connect.NewRequest(&tollgatev1.CreateBudgetRequest{
-				Tenant: tenant, Budget: &tollgatev1.Budget{Id: "bench", Amount: "1000000000000", Currency: "USD"}})); err != nil {
-				b.Fatal(err)
-			}
+			c, leader := startBenchCluster(b, extra)
 			for _, clients := range []int{1, 64} {
 				b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 					benchConsume(b, c, leader, clients)

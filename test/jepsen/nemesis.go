@@ -644,8 +644,11 @@ func (n *nemesis) removeServer(id string) error {
 
 // transfer hands leadership to target (up to three tries: a transfer can
 // time out under load).
-// transferAttempts bounds the TransferLeadership calls of one fault.
-const transferAttempts = 5
+// transferWindow bounds how long a transfer-leadership fault keeps asking.
+// A transfer still in progress (an earlier one, or one timing out at the old
+// leader) refuses a new one until it ends, so the fault retries on a poll
+// instead of three immediate tries (which all met "in progress" once in CI).
+const transferWindow = 5 * time.Second
 
 func (n *nemesis) transfer(fr *FaultRecord, target *procs.Node) {
 	fr.Targets = []string{target.ID}
@@ -655,21 +658,16 @@ func (n *nemesis) transfer(fr *FaultRecord, target *procs.Node) {
 		return
 	}
 	defer admin.Close()
-	for attempt := 1; attempt <= transferAttempts; attempt++ {
-		if attempt > 1 {
-			// A transfer still in progress (an earlier one, or this one
-			// timing out at the old leader) refuses a new one until it
-			// ends: wait, and longer each time, instead of trying again at
-			// once (three immediate tries all met "in progress" once in CI).
-			time.Sleep(time.Duration(attempt-1) * 500 * time.Millisecond)
-		}
+	attempt := 0
+	procs.Poll(transferWindow, 500*time.Millisecond, func() bool {
+		attempt++
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, err := admin.Cluster.TransferLeadership(ctx, connect.NewRequest(&tollgatev1.TransferLeadershipRequest{Id: target.ID}))
 		cancel()
 		if err == nil && resp.Msg.NewLeaderId == target.ID {
 			fr.Verified = true
 			fr.note("%s leads (try %d)", target.ID, attempt)
-			return
+			return true
 		}
 		if err == nil {
 			// The answer may name the old leader although the transfer
@@ -682,12 +680,15 @@ func (n *nemesis) transfer(fr *FaultRecord, target *procs.Node) {
 			if now == target {
 				fr.Verified = true
 				fr.note("%s leads (try %d), though TransferLeadership answered new_leader_id %q", target.ID, attempt, resp.Msg.NewLeaderId)
-				return
+				return true
 			}
 		}
 		fr.note("try %d: %v %v", attempt, resp, err)
+		return false
+	})
+	if !fr.Verified {
+		fr.fail("leadership did not move to %s", target.ID)
 	}
-	fr.fail("leadership did not move to %s", target.ID)
 }
 
 // snapshotLag kills a follower and keeps the workload writing until the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,38 +237,42 @@ func overspend(w Workload, allowed []atomic.Int64, elapsed time.Duration) int64 
 	return over
 }
 
-// ParseMicros parses a non-negative decimal string with at most 6
-// fractional digits into micro-units, exactly.
+// ParseMicros parses a non-negative decimal string ("1", "+2.5", ".5", "3.",
+// "12.345678000") into micro-units, exactly: at most 6 significant
+// fractional digits (trailing zeros beyond them are fine), no sign but '+',
+// no exponent. Every system of the benchmark parses amounts with it.
 func ParseMicros(s string) (int64, error) {
-	var whole, frac int64
-	digits := 0
-	seenDot := false
-	if s == "" {
-		return 0, fmt.Errorf("empty amount")
+	in := s
+	ip, fp, _ := strings.Cut(strings.TrimPrefix(s, "+"), ".")
+	if ip == "" && fp == "" {
+		return 0, fmt.Errorf("invalid decimal %q", in)
 	}
-	for _, c := range s {
-		switch {
-		case c == '.' && !seenDot:
-			seenDot = true
-		case c >= '0' && c <= '9':
-			if seenDot {
-				if digits == 6 {
-					return 0, fmt.Errorf("amount %q has more than 6 fractional digits", s)
-				}
-				frac = frac*10 + int64(c-'0')
-				digits++
-			} else {
-				if whole > (math.MaxInt64/1_000_000-9)/10 {
-					return 0, fmt.Errorf("amount %q is too large", s)
-				}
-				whole = whole*10 + int64(c-'0')
-			}
-		default:
-			return 0, fmt.Errorf("amount %q is not a decimal", s)
+	if !allDigits(ip) || !allDigits(fp) {
+		return 0, fmt.Errorf("invalid decimal %q", in)
+	}
+	if fp = strings.TrimRight(fp, "0"); len(fp) > 6 {
+		return 0, fmt.Errorf("decimal %q has more than 6 fractional digits", in)
+	}
+	var whole int64
+	if ip != "" {
+		v, err := strconv.ParseInt(ip, 10, 64)
+		if err != nil || v > (math.MaxInt64-999_999)/1_000_000 {
+			return 0, fmt.Errorf("decimal %q out of range", in)
 		}
+		whole = v
 	}
-	for ; digits < 6; digits++ {
-		frac *= 10
+	var frac int64
+	if fp != "" {
+		frac, _ = strconv.ParseInt(fp+strings.Repeat("0", 6-len(fp)), 10, 64)
 	}
 	return whole*1_000_000 + frac, nil
+}
+
+func allDigits(d string) bool {
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -347,10 +347,10 @@ func newTarget(cli *clientv3.Client, w load.Workload, mode load.Mode, runID stri
 		t.rate = w.RatePerSec // tokens/s == nano-tokens/ns
 	case load.Budget:
 		var err error
-		if t.amount, err = parseMicros(w.BudgetAmount); err != nil {
+		if t.amount, err = load.ParseMicros(w.BudgetAmount); err != nil {
 			return nil, fmt.Errorf("etcd: budget amount: %w", err)
 		}
-		if t.cost, err = parseMicros(w.Cost); err != nil {
+		if t.cost, err = load.ParseMicros(w.Cost); err != nil {
 			return nil, fmt.Errorf("etcd: cost: %w", err)
 		}
 		t.prefix = "/budget/" + runID + "/"
@@ -477,41 +477,3 @@ func (t *target) next(val []byte) (allow bool, newVal []byte, err error) {
 	return true, newVal, nil
 }
 
-// parseMicros parses a non-negative decimal string with at most 6
-// fractional digits ("1", "1.00", "0.25", ".5") into micro-units, exactly.
-func parseMicros(s string) (int64, error) {
-	intPart, frac, hasDot := strings.Cut(s, ".")
-	if intPart == "" && (!hasDot || frac == "") {
-		return 0, fmt.Errorf("invalid decimal %q", s)
-	}
-	if len(frac) > 6 {
-		// Allow only zeros beyond the 6th digit.
-		if strings.Trim(frac[6:], "0") != "" {
-			return 0, fmt.Errorf("decimal %q has more than 6 fractional digits", s)
-		}
-		frac = frac[:6]
-	}
-	for _, p := range []string{intPart, frac} {
-		for _, c := range p {
-			if c < '0' || c > '9' {
-				return 0, fmt.Errorf("invalid decimal %q", s)
-			}
-		}
-	}
-	var whole int64
-	if intPart != "" {
-		var err error
-		whole, err = strconv.ParseInt(intPart, 10, 64)
-		if err != nil || whole > (math.MaxInt64-999_999)/1_000_000 {
-			return 0, fmt.Errorf("decimal %q out of range", s)
-		}
-	}
-	var micros int64
-	for i := range 6 {
-		micros *= 10
-		if i < len(frac) {
-			micros += int64(frac[i] - '0')
-		}
-	}
-	return whole*1_000_000 + micros, nil
-}

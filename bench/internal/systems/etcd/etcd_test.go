@@ -26,28 +26,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestParseMicros(t *testing.T) {
-	good := map[string]int64{
-		"1": 1_000_000, "1.00": 1_000_000, "0.25": 250_000, ".5": 500_000,
-		"3.": 3_000_000, "0.000001": 1, "12.345678000": 12_345_678, "0": 0,
-	}
-	for s, want := range good {
-		got, err := parseMicros(s)
-		if err != nil || got != want {
-			t.Errorf("parseMicros(%q) = %d, %v; want %d", s, got, err, want)
-		}
-	}
-	for _, s := range []string{"", ".", "-1", "1.0000001", "12.3456789000", "1e3", "abc", "1.2.3", "99999999999999999999"} {
-		if got, err := parseMicros(s); err == nil {
-			t.Errorf("parseMicros(%q) = %d, want an error", s, got)
-		}
-	}
-}
 
 func TestEtcdSystem(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-member etcd cluster")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -232,11 +231,11 @@ func args(w load.Workload) ([]any, error) {
 		}
 		return []any{strconv.FormatInt(w.Capacity, 10), strconv.FormatInt(w.RatePerSec, 10)}, nil
 	case load.Budget:
-		amount, err := ParseMicros(w.BudgetAmount)
+		amount, err := load.ParseMicros(w.BudgetAmount)
 		if err != nil {
 			return nil, fmt.Errorf("redis: budget amount: %w", err)
 		}
-		cost, err := ParseMicros(w.Cost)
+		cost, err := load.ParseMicros(w.Cost)
 		if err != nil {
 			return nil, fmt.Errorf("redis: cost: %w", err)
 		}
@@ -250,49 +249,6 @@ func args(w load.Workload) ([]any, error) {
 		return []any{strconv.FormatInt(amount, 10), strconv.FormatInt(cost, 10)}, nil
 	}
 	return nil, fmt.Errorf("redis: workload kind %q not supported", w.Kind)
-}
-
-// ParseMicros parses a non-negative decimal string with at most 6
-// fractional digits ("1", "1.5", "0.000001") into millionths, exactly.
-func ParseMicros(s string) (int64, error) {
-	in := s
-	s = strings.TrimPrefix(s, "+")
-	ip, fp, _ := strings.Cut(s, ".")
-	if ip == "" && fp == "" {
-		return 0, fmt.Errorf("invalid decimal %q", in)
-	}
-	if len(fp) > 6 {
-		return 0, fmt.Errorf("decimal %q has more than 6 fractional digits", in)
-	}
-	digits := func(d string) bool {
-		for i := 0; i < len(d); i++ {
-			if d[i] < '0' || d[i] > '9' {
-				return false
-			}
-		}
-		return true
-	}
-	if !digits(ip) || !digits(fp) {
-		return 0, fmt.Errorf("invalid decimal %q", in)
-	}
-	var whole int64
-	if ip != "" {
-		v, err := strconv.ParseInt(ip, 10, 64)
-		if err != nil || v > (math.MaxInt64-999_999)/1_000_000 {
-			return 0, fmt.Errorf("decimal %q out of range", in)
-		}
-		whole = v
-	}
-	var frac int64
-	if fp != "" {
-		fp += strings.Repeat("0", 6-len(fp))
-		v, err := strconv.ParseInt(fp, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("invalid decimal %q", in)
-		}
-		frac = v
-	}
-	return whole*1_000_000 + frac, nil
 }
 
 func (s *System) Pids() []int { return []int{s.cmd.Process.Pid} }

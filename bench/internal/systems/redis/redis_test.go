@@ -83,22 +83,6 @@ func start(t *testing.T, fsync, cpus string) *System {
 	return s
 }
 
-func TestParseMicros(t *testing.T) {
-	for in, want := range map[string]int64{
-		"1": 1_000_000, "1.00": 1_000_000, "0.25": 250_000, ".5": 500_000,
-		"0.000001": 1, "123.456789": 123_456_789, "+2.5": 2_500_000, "0": 0,
-	} {
-		got, err := ParseMicros(in)
-		if err != nil || got != want {
-			t.Errorf("ParseMicros(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", ".", "-1", "1.0000001", "1e3", "1.2.3", "abc", " 1", "99999999999999999999"} {
-		if v, err := ParseMicros(in); err == nil {
-			t.Errorf("ParseMicros(%q) = %d, want an error", in, v)
-		}
-	}
-}
 
 func TestRedis(t *testing.T) {
 	for _, fsync := range []string{"always", "everysec"} {
