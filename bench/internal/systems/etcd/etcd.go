@@ -476,4 +476,3 @@ func (t *target) next(val []byte) (allow bool, newVal []byte, err error) {
 	binary.BigEndian.PutUint64(newVal[8:], uint64(last))
 	return true, newVal, nil
 }
-

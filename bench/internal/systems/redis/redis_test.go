@@ -83,7 +83,6 @@ func start(t *testing.T, fsync, cpus string) *System {
 	return s
 }
 
-
 func TestRedis(t *testing.T) {
 	for _, fsync := range []string{"always", "everysec"} {
 		t.Run(fsync, func(t *testing.T) {
