@@ -48,6 +48,9 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// LogStore is the Raft log store of a new data dir, "wal" (default) or
+	// "bolt"; see node.Config.
+	LogStore string
 	// ElectionTimeout (default 1s); see node.Config.
 	ElectionTimeout time.Duration
 	// RaftLogLevel is hashicorp/raft's log level (default "error").
@@ -116,6 +119,7 @@ func Start(cfg Config) (*Server, error) {
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
 		TrailingLogs:      cfg.TrailingLogs,
+		LogStore:          cfg.LogStore,
 		RaftLogLevel:      cfg.RaftLogLevel,
 		ElectionTimeout:   cfg.ElectionTimeout,
 		Clock:             cfg.Clock,

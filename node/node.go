@@ -24,6 +24,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/fsm"
@@ -34,8 +36,14 @@ import (
 type Config struct {
 	// NodeID is this server's Raft ID; stable across restarts.
 	NodeID string
-	// DataDir holds raft.db (log and stable store) and snapshots/.
+	// DataDir holds the Raft log and stable store (wal/ or raft.db, see
+	// LogStore), snapshots/ and receipts.db.
 	DataDir string
+	// LogStore picks the Raft log store of a new data dir: "wal" (default,
+	// hashicorp/raft-wal: append-only segments, one fsync per write) or
+	// "bolt" (raft-boltdb: a B+tree, two fsyncs per write). A data dir keeps
+	// the store it was created with, whatever this says.
+	LogStore string
 	// RaftAddr is the host:port the Raft transport binds ("127.0.0.1:0" picks
 	// a port). RaftAdvertise is what peers dial; default the bound address.
 	RaftAddr      string
@@ -136,6 +144,13 @@ func (c *Config) setDefaults() error {
 	if c.RaftAddr == "" && c.Stores == nil {
 		return errors.New("node: RaftAddr is required")
 	}
+	switch c.LogStore {
+	case "":
+		c.LogStore = "wal"
+	case "wal", "bolt":
+	default:
+		return fmt.Errorf("node: LogStore %q: want wal or bolt", c.LogStore)
+	}
 	if c.ElectionTimeout == 0 {
 		c.ElectionTimeout = time.Second
 	}
@@ -181,7 +196,8 @@ type Node struct {
 	machine   *fsm.Machine
 	raft      *raft.Raft
 	transport raft.Transport
-	logStore  *raftboltdb.BoltStore
+	logStore  io.Closer
+	logs      raft.LogStore // behind Raft's cache; tests look at its range
 	receipts  *receiptStore // nil: this node keeps no receipts
 	applied   *appliedIndex
 	metrics   *metrics
@@ -390,6 +406,7 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return err
 	}
+	n.logs = logs
 	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return err
@@ -442,11 +459,11 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 		logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: st.Log, observe: n.metrics.storeBatches.Observe})
 		return logs, st.Stable, st.Snapshots, err
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.cfg.DataDir, "raft.db")})
+	store, closer, err := openLogStore(n.cfg.DataDir, n.cfg.LogStore, hlog)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("node: open raft.db: %w", err)
+		return nil, nil, nil, err
 	}
-	n.logStore = store
+	n.logStore = closer
 	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe})
 	if err != nil {
 		return nil, nil, nil, err
@@ -475,6 +492,69 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 		return nil, nil, nil, fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}
 	return logs, store, snaps, nil
+}
+
+// logAndStable is what both log stores are: Raft's log and its stable store
+// (term, vote) in one.
+type logAndStable interface {
+	raft.LogStore
+	raft.StableStore
+}
+
+// openLogStore opens the data dir's Raft log: the store it already holds
+// (raft.db is bolt, wal/ is the WAL), or for a new dir the configured kind.
+func openLogStore(dir, kind string, hlog hclog.Logger) (logAndStable, io.Closer, error) {
+	boltPath, walDir := filepath.Join(dir, "raft.db"), filepath.Join(dir, "wal")
+	hasBolt, hasWAL := exists(boltPath), exists(walDir)
+	switch {
+	case hasBolt && hasWAL:
+		return nil, nil, fmt.Errorf("node: %s holds both raft.db and wal/; one data dir has one Raft log (move the one you did not mean aside)", dir)
+	case hasBolt:
+		kind = "bolt"
+	case hasWAL:
+		kind = "wal"
+	}
+	switch kind {
+	case "bolt":
+		store, err := raftboltdb.New(raftboltdb.Options{Path: boltPath})
+		if err != nil {
+			return nil, nil, fmt.Errorf("node: open raft.db: %w", err)
+		}
+		return store, store, nil
+	case "wal":
+		if err := os.MkdirAll(walDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("node: open wal: %w", err)
+		}
+		// The WAL does not close a meta store it opened itself (its bbolt
+		// file lock would outlive Close and block a restart in the same
+		// process), so it gets one we close.
+		meta := &metadb.BoltMetaDB{}
+		w, err := wal.Open(walDir, wal.WithLogger(hlog.Named("wal")), wal.WithMetaStore(meta))
+		if err != nil {
+			meta.Close()
+			return nil, nil, fmt.Errorf("node: open wal: %w", err)
+		}
+		return w, closers{w, meta}, nil
+	}
+	return nil, nil, fmt.Errorf("node: log store %q: want wal or bolt", kind)
+}
+
+// closers close in order, returning the first error.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var first error
+	for _, c := range cs {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // RaftAddr is the address the Raft transport listens on.
@@ -662,6 +742,32 @@ type countingLogStore struct {
 func (c *countingLogStore) StoreLog(l *raft.Log) error {
 	c.observe(1)
 	return c.LogStore.StoreLog(l)
+}
+
+// GetLog honours the store's first index: the WAL truncates its head
+// logically and still reads entries below it from a live segment, which
+// would let a leader feed a lagging follower entries its snapshot already
+// covers instead of installing the snapshot. Compacted means gone, as in
+// raft-boltdb.
+func (c *countingLogStore) GetLog(index uint64, log *raft.Log) error {
+	if c.IsMonotonic() {
+		first, err := c.LogStore.FirstIndex()
+		if err != nil {
+			return err
+		}
+		if index < first {
+			return raft.ErrLogNotFound
+		}
+	}
+	return c.LogStore.GetLog(index, log)
+}
+
+// IsMonotonic passes the store's answer through: a store that refuses gaps
+// (the WAL) makes Raft clear the log after a snapshot install or restore
+// instead of leaving a gap before the next entry.
+func (c *countingLogStore) IsMonotonic() bool {
+	m, ok := c.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
 }
 
 func (c *countingLogStore) StoreLogs(logs []*raft.Log) error {

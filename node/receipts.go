@@ -19,7 +19,7 @@ import (
 )
 
 // receiptStore keeps the signed checkpoints and leaves this node produced at
-// apply time, in receipts.db beside raft.db.
+// apply time, in receipts.db beside the Raft log.
 //
 // Writes leave the apply path: ApplyBatch hands the entries to a writer
 // goroutine (a bounded queue, so a slow disk slows Apply rather than growing

@@ -368,8 +368,8 @@ func TestServeDev(t *testing.T) {
 			t.Fatal("no API line")
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "data", "raft.db")); err != nil {
-		t.Errorf("dev mode did not create ./data/raft.db: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "data", "wal")); err != nil {
+		t.Errorf("dev mode did not create ./data/wal (the Raft log): %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

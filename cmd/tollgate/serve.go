@@ -42,6 +42,7 @@ type serveFlags struct {
 	snapshotThreshold uint64
 	snapshotInterval  time.Duration
 	trailingLogs      uint64
+	logStore          string
 	logLevel          string
 	logFormat         string
 	shutdownTimeout   time.Duration
@@ -105,6 +106,7 @@ health and reflection.`,
 	fl.MarkHidden("clock-offset")
 	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between snapshots")
 	fl.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, so a briefly lagging follower catches up without a snapshot install")
+	fl.StringVar(&f.logStore, "log-store", "wal", "Raft log store of a NEW data dir: wal (append-only segments, one fsync per write) or bolt (raft-boltdb, two); an existing data dir keeps the store it has")
 	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
 	fl.StringVar(&f.signingKey, "signing-key", "", "PEM file with the Ed25519 key a new cluster signs receipts with (from 'tollgate keygen'); default: the first leader generates one. Only used while the cluster has no key")
 	fl.DurationVar(&f.receiptRetention, "receipt-retention", 0, "how long (in log time) this node keeps receipts and checkpoints; 0 keeps them forever")
@@ -135,6 +137,9 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	if f.snapshotThreshold == 0 {
 		return fmt.Errorf("--snapshot-threshold must be at least 1")
+	}
+	if f.logStore != "wal" && f.logStore != "bolt" {
+		return fmt.Errorf("--log-store must be wal or bolt, not %q", f.logStore)
 	}
 	if f.trailingLogs == 0 {
 		return fmt.Errorf("--trailing-logs must be at least 1")
@@ -195,6 +200,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,
 		TrailingLogs:      f.trailingLogs,
+		LogStore:          f.logStore,
 		RaftLogLevel:      raftLogLevel(f.logLevel),
 		Version:           version,
 		Logger:            logger,

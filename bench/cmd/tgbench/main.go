@@ -107,6 +107,44 @@ func newPlan(quick bool) plan {
 		concurrency: []int{1, 16, 64, 256}, duration: 4 * time.Second, systems: allSystems}
 }
 
+// narrow applies the experiment flags: a subset of the workloads, other
+// concurrencies, another run length.
+func (p *plan) narrow(workloads, concurrency string, d time.Duration) error {
+	if workloads != "" {
+		want := strings.Split(workloads, ",")
+		var keep []load.Workload
+		for _, name := range want {
+			found := false
+			for _, w := range p.workloads {
+				if w.Name == name {
+					keep, found = append(keep, w), true
+				}
+			}
+			if !found {
+				return fmt.Errorf("--workloads: %q is not in this plan (token-bucket, deny-heavy, budget; deny-heavy only in full runs)", name)
+			}
+		}
+		p.workloads = keep
+	}
+	if concurrency != "" {
+		p.concurrency = nil
+		for _, f := range strings.Split(concurrency, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > 4096 {
+				return fmt.Errorf("--concurrency: %q is not a whole number from 1 to 4096", f)
+			}
+			p.concurrency = append(p.concurrency, n)
+		}
+	}
+	if d < 0 || (d > 0 && d < 100*time.Millisecond) || d > 10*time.Minute {
+		return fmt.Errorf("--duration: %s is outside 100ms..10m", d)
+	}
+	if d > 0 {
+		p.duration = d
+	}
+	return nil
+}
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	quick := fs.Bool("quick", false, "a short run: fewer workloads, systems and concurrencies (under 3 minutes)")
@@ -116,6 +154,9 @@ func run(args []string) error {
 	serverCPUs := fs.String("server-cpus", "1", "CPU list (taskset) the servers run on; empty: no pinning")
 	clientCPUs := fs.String("client-cpus", "0", "CPU list (taskset) the load generator runs on; empty: no pinning")
 	dataDir := fs.String("data-dir", "results/tmp", "where the systems keep their data (the disk under test)")
+	workloadsFlag := fs.String("workloads", "", "comma-separated workloads to run (default: the plan's): token-bucket,deny-heavy,budget")
+	concFlag := fs.String("concurrency", "", "comma-separated closed-loop concurrencies (default: the plan's; quick 1,64, full 1,16,64,256)")
+	durFlag := fs.Duration("duration", 0, "length of each measured run (default: the plan's; quick 1.5s, full 4s)")
 	fs.Parse(args)
 	if *tollgateBin == "" {
 		return errors.New("--tollgate PATH is required (make bench builds it)")
@@ -140,6 +181,9 @@ func run(args []string) error {
 				return fmt.Errorf("unknown system %q (have %s)", s, strings.Join(allSystems, ","))
 			}
 		}
+	}
+	if err := p.narrow(*workloadsFlag, *concFlag, *durFlag); err != nil {
+		return err
 	}
 	kind := "full"
 	if *quick {
