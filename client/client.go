@@ -42,6 +42,8 @@ type Client struct {
 	RateLimits tollgatev1connect.RateLimitServiceClient
 	Cluster    tollgatev1connect.ClusterServiceClient
 	Receipts   tollgatev1connect.ReceiptServiceClient
+	Costs      tollgatev1connect.CostServiceClient
+	Alerts     tollgatev1connect.AlertServiceClient
 
 	nodes *nodeSet
 	http  *http.Client
@@ -117,6 +119,8 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		RateLimits: tollgatev1connect.NewRateLimitServiceClient(hc, base, clientOpts...),
 		Cluster:    tollgatev1connect.NewClusterServiceClient(hc, base, clientOpts...),
 		Receipts:   tollgatev1connect.NewReceiptServiceClient(hc, base, clientOpts...),
+		Costs:      tollgatev1connect.NewCostServiceClient(hc, base, clientOpts...),
+		Alerts:     tollgatev1connect.NewAlertServiceClient(hc, base, clientOpts...),
 		nodes:      nodes,
 		http:       hc,
 	}, nil

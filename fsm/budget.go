@@ -22,6 +22,9 @@ func (s *state) createBudget(ctx applyCtx, c *CreateBudget) Result {
 	if len(s.budgets) >= BudgetsMax {
 		return Result{Err: errorf(CodeResourceExhausted, "the cluster holds the maximum of %d budgets", BudgetsMax)}
 	}
+	if c.Budget.Selector != nil && len(s.cost.selectors[c.Tenant]) >= SelectorBudgetsMax {
+		return Result{Err: errorf(CodeResourceExhausted, "tenant %q has the maximum of %d budgets with a selector", c.Tenant, SelectorBudgetsMax)}
+	}
 	var parent *Budget
 	if c.Budget.ParentID != "" {
 		parent = s.budgets[objectKey{c.Tenant, c.Budget.ParentID}]
@@ -43,6 +46,7 @@ func (s *state) createBudget(ctx applyCtx, c *CreateBudget) Result {
 		Version:     1,
 	}
 	b.Spec.Thresholds = append([]uint32(nil), c.Budget.Thresholds...)
+	b.Spec.Selector = c.Budget.Selector.clone()
 	b.PeriodStartMs, b.PeriodEndMs = periodBounds(&b.Spec, b.CreatedAtMs, ctx.nowMs)
 	s.putBudget(b)
 	if parent != nil {
@@ -56,7 +60,15 @@ func (s *state) updateBudget(ctx applyCtx, c *UpdateBudget) Result {
 	if b == nil {
 		return budgetNotFound(c.Tenant, c.Budget.ID)
 	}
+	if c.Fields&UpdateSelector != 0 && c.Budget.Selector != nil && b.Spec.Selector == nil &&
+		len(s.cost.selectors[c.Tenant]) >= SelectorBudgetsMax {
+		return Result{Err: errorf(CodeResourceExhausted, "tenant %q has the maximum of %d budgets with a selector", c.Tenant, SelectorBudgetsMax)}
+	}
 	rollPeriod(b, ctx.nowMs)
+	if c.Fields&UpdateSelector != 0 {
+		b.Spec.Selector = c.Budget.Selector.clone()
+		s.indexSelector(b)
+	}
 	if c.Fields&UpdateAmount != 0 {
 		b.Spec.AmountMicros = c.Budget.AmountMicros
 	}

@@ -51,6 +51,9 @@ func init() {
 	registerCommand(TypeRateCheck, func() Command { return &RateCheck{} })
 	registerCommand(TypeMarkServerRemoved, func() Command { return &MarkServerRemoved{} })
 	registerCommand(TypeRotateSigningKey, func() Command { return &RotateSigningKey{} })
+	registerCommand(TypeRecordCost, func() Command { return &RecordCost{} })
+	registerCommand(TypeSetExchangeRates, func() Command { return &SetExchangeRates{} })
+	registerCommand(TypeSetAnomalyDetector, func() Command { return &SetAnomalyDetector{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

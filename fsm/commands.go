@@ -7,22 +7,25 @@ import "strconv"
 type CommandType uint8
 
 const (
-	_                     CommandType = iota
-	TypeNoop                          // 1: barrier; changes nothing
-	TypeCreateBudget                  // 2
-	TypeUpdateBudget                  // 3
-	TypeDeleteBudget                  // 4
-	TypeConsume                       // 5
-	TypeConsumeAtomic                 // 6: all-or-nothing batch of consumes
-	TypeReserve                       // 7
-	TypeCommit                        // 8
-	TypeRelease                       // 9
-	TypeCreatePolicy                  // 10
-	TypeUpdatePolicy                  // 11
-	TypeDeletePolicy                  // 12
-	TypeRateCheck                     // 13
-	TypeMarkServerRemoved             // 14: an admin removed a server from Raft
-	TypeRotateSigningKey              // 15: a new cluster receipt-signing key
+	_                      CommandType = iota
+	TypeNoop                           // 1: barrier; changes nothing
+	TypeCreateBudget                   // 2
+	TypeUpdateBudget                   // 3
+	TypeDeleteBudget                   // 4
+	TypeConsume                        // 5
+	TypeConsumeAtomic                  // 6: all-or-nothing batch of consumes
+	TypeReserve                        // 7
+	TypeCommit                         // 8
+	TypeRelease                        // 9
+	TypeCreatePolicy                   // 10
+	TypeUpdatePolicy                   // 11
+	TypeDeletePolicy                   // 12
+	TypeRateCheck                      // 13
+	TypeMarkServerRemoved              // 14: an admin removed a server from Raft
+	TypeRotateSigningKey               // 15: a new cluster receipt-signing key
+	TypeRecordCost                     // 16: cost records (one or a batch)
+	TypeSetExchangeRates               // 17: the cluster's exchange-rate table
+	TypeSetAnomalyDetector             // 18: create, replace or delete a cost anomaly detector
 )
 
 // Command is one decoded command. Every command carries its tenant and an
@@ -92,6 +95,9 @@ type BudgetSpec struct {
 	Enforcement    Enforcement `msgpack:"en"`
 	// Thresholds are percentages, strictly ascending.
 	Thresholds []uint32 `msgpack:"th,omitempty"`
+	// Selector, when set, makes recorded costs whose labels it matches
+	// charge this budget (see cost.go).
+	Selector *LabelSelector `msgpack:"sel,omitempty"`
 }
 
 // Noop is a barrier entry: a new leader commits one before serving reads.
@@ -108,7 +114,9 @@ const (
 	UpdateAmount      uint8 = 1 << 0
 	UpdateEnforcement uint8 = 1 << 1
 	UpdateThresholds  uint8 = 1 << 2
-	updateBudgetAll         = UpdateAmount | UpdateEnforcement | UpdateThresholds
+	// UpdateSelector replaces the selector (nil removes it).
+	UpdateSelector  uint8 = 1 << 3
+	updateBudgetAll       = UpdateAmount | UpdateEnforcement | UpdateThresholds | UpdateSelector
 )
 
 type UpdateBudget struct {

@@ -58,6 +58,8 @@ func (m *Machine) ApplyEntry(index, term uint64, data []byte) *EntryResult {
 	s.lastNowMs = nowMs
 	s.expireHolds(nowMs)
 	s.expireRateKeys(nowMs)
+	s.expireRollups(nowMs)
+	s.evaluateAnomalies(applyCtx{index: index, nowMs: nowMs})
 	s.idem.expire(nowMs)
 
 	out := &EntryResult{Index: index, NowMs: nowMs, Results: make([]Result, len(cmds))}
@@ -185,6 +187,12 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 		return s.rateCheck(ctx, c)
 	case *RotateSigningKey:
 		return s.rotateSigningKey(ctx, c)
+	case *RecordCost:
+		return s.recordCost(ctx, c)
+	case *SetExchangeRates:
+		return s.setExchangeRates(ctx, c)
+	case *SetAnomalyDetector:
+		return s.setAnomalyDetector(ctx, c)
 	}
 	panic(fmt.Sprintf("fsm: no handler for command type %d", c.Type()))
 }

@@ -3,8 +3,10 @@ package fsm
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/tollgate/tollgate/receipt"
 )
@@ -215,6 +217,9 @@ func budgetFields(b *BudgetSpec) []receipt.Field {
 	if b.CustomPeriodMs != 0 {
 		f = append(f, fi("custom_period_ms", b.CustomPeriodMs))
 	}
+	if b.Selector != nil {
+		f = append(f, fs("selector", b.Selector.String()))
+	}
 	return f
 }
 
@@ -273,6 +278,32 @@ func (b *leafBuilder) addLeaves(c Command, r *Result) {
 			[]receipt.Field{fi("cost", c.Cost), fi("priority", int64(c.Priority))},
 			[]receipt.Field{fi("remaining", r.Rate.Remaining), fi("limit", r.Rate.Limit),
 				fi("reset_after_ms", r.Rate.ResetAfterMs), fi("retry_after_ms", r.Rate.RetryAfterMs)})
+	case *RecordCost:
+		ref = b.costLeaves(c, r)
+	case *SetAnomalyDetector:
+		op, in := "cost.detector_set", []receipt.Field{fs("group_by", strings.Join(c.Detector.GroupBy, ",")),
+			fi("bucket", int64(c.Detector.Bucket)), fi("window", int64(c.Detector.Window)), fi("threshold_milli", c.Detector.ThresholdMilli),
+			fm("min_amount", c.Detector.MinAmountMicros), fs("currency", c.Detector.Currency)}
+		if c.Delete {
+			op, in = "cost.detector_delete", nil
+		}
+		ref = b.add(c.Tenant, op, c.Detector.ID, c.RequestID, "ok", "", in, nil)
+	case *SetExchangeRates:
+		in := []receipt.Field{fi("rates", int64(len(c.Rates)))}
+		if c.ReplaceAll {
+			in = append(in, fs("replace_all", "true"))
+		}
+		for _, x := range c.Rates {
+			in = append(in, fs("rate:"+x.From+"/"+x.To, x.Rate))
+		}
+		if len(in) > receipt.LeafFieldsMax {
+			// A large table is summarised by its canonical digest.
+			in = []receipt.Field{fi("rates", int64(len(c.Rates))), fs("rates_sha256", ratesDigest(c.Rates))}
+			if c.ReplaceAll {
+				in = append(in, fs("replace_all", "true"))
+			}
+		}
+		ref = b.add("", "cost.set_exchange_rates", "", "", "ok", "", in, []receipt.Field{fi("table_size", int64(len(r.Rates)))})
 	case *RotateSigningKey:
 		ref = b.add("", "receipt.rotate_key", r.Key.ID, "", "ok", "",
 			[]receipt.Field{fs("public_key", fmt.Sprintf("%x", r.Key.Public)), fi("from_index", int64(r.Key.FromIndex))}, nil)
@@ -361,4 +392,14 @@ func (e *EntryReceipts) Receipt(pos uint32) (*receipt.Receipt, error) {
 		return nil, err
 	}
 	return &receipt.Receipt{Leaf: e.Leaves[pos], Proof: proof, Checkpoint: e.Checkpoint}, nil
+}
+
+// ratesDigest is the hex SHA-256 of the rates' canonical text (one
+// "FROM/TO=RATE" line each, in the command's order).
+func ratesDigest(rates []ExchangeRate) string {
+	h := sha256.New()
+	for _, r := range rates {
+		fmt.Fprintf(h, "%s/%s=%s\n", r.From, r.To, r.Rate)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
 }

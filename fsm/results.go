@@ -15,6 +15,12 @@ type Result struct {
 	Policy *Policy       `msgpack:"p,omitempty"`
 	Rate   *RateResult   `msgpack:"r,omitempty"`
 	Delete *DeleteResult `msgpack:"d,omitempty"`
+	// Costs are the records of a RecordCost, in order.
+	Costs []CostResult `msgpack:"co,omitempty"`
+	// Detector is the detector a SetAnomalyDetector set or deleted.
+	Detector *AnomalyDetector `msgpack:"ad,omitempty"`
+	// Rates is the exchange-rate table after a SetExchangeRates.
+	Rates []ExchangeRate `msgpack:"x,omitempty"`
 	// Key is the new signing key of a RotateSigningKey (public half only).
 	Key *SigningKey `msgpack:"k,omitempty"`
 	// Receipt names the decision's leaf; for an atomic batch, the first

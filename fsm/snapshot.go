@@ -35,6 +35,13 @@ const (
 	// recReceipts: the signing keys and the chain head (absent in snapshots
 	// from before receipts; then the leader sets a first key).
 	recReceipts byte = 8
+	// recRates: the exchange-rate table (absent when empty).
+	recRates byte = 9
+	// recRollup: one hourly cost rollup row.
+	recRollup byte = 10
+	// recDetector: one cost anomaly detector; recAlert: one alert.
+	recDetector byte = 11
+	recAlert    byte = 12
 	recTrailer  byte = 255
 )
 
@@ -51,11 +58,25 @@ type snapshotRateKey struct {
 }
 
 type snapshotTrailer struct {
-	Budgets  int `msgpack:"b"`
-	Holds    int `msgpack:"h"`
-	Policies int `msgpack:"p"`
-	RateKeys int `msgpack:"k"`
-	Idem     int `msgpack:"r"`
+	Budgets   int `msgpack:"b"`
+	Holds     int `msgpack:"h"`
+	Policies  int `msgpack:"p"`
+	RateKeys  int `msgpack:"k"`
+	Idem      int `msgpack:"r"`
+	Rates     int `msgpack:"x,omitempty"`
+	Rollups   int `msgpack:"cr,omitempty"`
+	Detectors int `msgpack:"ad,omitempty"`
+	Alerts    int `msgpack:"al,omitempty"`
+}
+
+type snapshotRates struct {
+	Rates []ExchangeRate `msgpack:"r"`
+}
+
+type snapshotRollup struct {
+	Tenant string    `msgpack:"t"`
+	HourMs int64     `msgpack:"h"`
+	Row    rollupRow `msgpack:"r"`
 }
 
 // WriteSnapshot encodes the whole state to w in canonical form. It holds the
@@ -142,12 +163,35 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 	if len(s.receipts.Keys) > 0 || s.receipts.HeadIndex != 0 {
 		rw.write(recReceipts, s.receipts)
 	}
-	rw.write(recTrailer, snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
-		RateKeys: s.rateKeys, Idem: s.idem.len()})
+	if len(s.cost.rates) > 0 {
+		rw.write(recRates, snapshotRates{Rates: s.exchangeRates()})
+	}
+	for _, tenant := range sortedKeys(s.cost.rollups, "") {
+		hours := s.cost.rollups[tenant]
+		for _, h := range sortedHours(hours) {
+			rows := hours[h].rows
+			for _, g := range sortedKeys(rows, "") {
+				rw.write(recRollup, snapshotRollup{Tenant: tenant, HourMs: h, Row: *rows[g]})
+			}
+		}
+	}
+	for _, k := range sortedObjectKeys(s.cost.detectors) {
+		rw.write(recDetector, s.cost.detectors[k])
+	}
+	for _, a := range s.cost.alerts {
+		rw.write(recAlert, a)
+	}
+	rw.write(recTrailer, s.trailer())
 	if rw.err != nil {
 		return rw.err
 	}
 	return rw.w.Flush()
+}
+
+func (s *state) trailer() snapshotTrailer {
+	return snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
+		RateKeys: s.rateKeys, Idem: s.idem.len(), Rates: len(s.cost.rates), Rollups: s.cost.rollupRows,
+		Detectors: len(s.cost.detectors), Alerts: len(s.cost.alerts)}
 }
 
 func sortedObjectKeys[T any](m map[objectKey]T) []objectKey {
@@ -317,6 +361,58 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 		if err := decodeMsgpack(body, &s.receipts); err != nil {
 			return err
 		}
+	case recRates:
+		var r snapshotRates
+		if err := decodeMsgpack(body, &r); err != nil {
+			return err
+		}
+		if len(s.cost.rates) > 0 {
+			return fmt.Errorf("exchange-rate record appears twice")
+		}
+		if err := validateSetExchangeRates(&SetExchangeRates{Rates: r.Rates}); err != nil {
+			return fmt.Errorf("exchange rates: %s", err.Message)
+		}
+		for i := range r.Rates {
+			x := r.Rates[i]
+			s.cost.rates[exchangeKey{x.From, x.To}] = &x
+		}
+	case recRollup:
+		var r snapshotRollup
+		if err := decodeMsgpack(body, &r); err != nil {
+			return err
+		}
+		if err := s.restoreRollup(&r); err != nil {
+			return fmt.Errorf("cost rollup %s/%d: %w", r.Tenant, r.HourMs, err)
+		}
+	case recDetector:
+		d := &detectorState{}
+		if err := decodeMsgpack(body, d); err != nil {
+			return err
+		}
+		if err := ValidateID("tenant", d.Tenant); err != nil {
+			return fmt.Errorf("detector: %s", err.Message)
+		}
+		if err := validateDetector(&d.Spec); err != nil {
+			return fmt.Errorf("detector %s/%s: %s", d.Tenant, d.Spec.ID, err.Message)
+		}
+		key := objectKey{d.Tenant, d.Spec.ID}
+		if s.cost.detectors[key] != nil {
+			return fmt.Errorf("detector %s/%s appears twice", d.Tenant, d.Spec.ID)
+		}
+		if d.EvaluatedToMs%bucketMs(d.Spec.Bucket) != 0 || d.EvaluatedToMs < 0 {
+			return fmt.Errorf("detector %s/%s: evaluation mark is not a bucket start", d.Tenant, d.Spec.ID)
+		}
+		s.cost.detectors[key] = d
+	case recAlert:
+		a := &Alert{}
+		if err := decodeMsgpack(body, a); err != nil {
+			return err
+		}
+		if a.Seq <= s.cost.alertSeq || a.ID != fmt.Sprintf("a%d", a.Seq) || len(s.cost.alerts) >= AlertsMax {
+			return fmt.Errorf("alert %q is out of order, malformed or beyond %d alerts", a.ID, AlertsMax)
+		}
+		s.cost.alerts = append(s.cost.alerts, a)
+		s.cost.alertSeq = a.Seq
 	default:
 		return fmt.Errorf("unknown snapshot record type %d", typ)
 	}
@@ -327,10 +423,8 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 // trailer and the stored counters: a snapshot that disagrees with itself is
 // refused.
 func (s *state) checkRestored(t snapshotTrailer) error {
-	got := snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
-		RateKeys: s.rateKeys, Idem: s.idem.len()}
-	if got != t {
-		return fmt.Errorf("snapshot counts %+v do not match its trailer %+v", got, t)
+	if got := s.trailer(); got != t {
+		return fmt.Errorf("snapshot counts %+v do not match its trailer %+v", s.trailer(), t)
 	}
 	if err := s.checkRestoredReceipts(); err != nil {
 		return err

@@ -72,6 +72,7 @@ func (b *Budget) RemainingMicros() int64 {
 func (b *Budget) clone() *Budget {
 	c := *b
 	c.Spec.Thresholds = append([]uint32(nil), b.Spec.Thresholds...)
+	c.Spec.Selector = b.Spec.Selector.clone()
 	c.Crossed = append([]ThresholdCrossing(nil), b.Crossed...)
 	c.History = make([]PeriodUsage, len(b.History))
 	for i, h := range b.History {
@@ -173,6 +174,10 @@ type state struct {
 	// signer caches the active key derived from its seed (not state).
 	signer ed25519.PrivateKey
 
+	// cost is the exchange-rate table, the hourly cost rollups and the
+	// budgets with label selectors.
+	cost costState
+
 	holdExpiries expiryHeap[holdExpiry]
 	rateExpiries expiryHeap[rateExpiry]
 	idem         idempotencyTable
@@ -206,6 +211,7 @@ func newState() *state {
 			return a.entry.Key < b.entry.Key
 		}},
 		idem: newIdempotencyTable(),
+		cost: newCostState(),
 	}
 }
 
@@ -231,11 +237,22 @@ func (ix tenantIndex[T]) remove(tenant, id string) {
 func (s *state) putBudget(b *Budget) {
 	s.budgets[objectKey{b.Tenant, b.Spec.ID}] = b
 	s.tenantBudgets.put(b.Tenant, b.Spec.ID, b)
+	s.indexSelector(b)
 }
 
 func (s *state) removeBudget(b *Budget) {
 	delete(s.budgets, objectKey{b.Tenant, b.Spec.ID})
 	s.tenantBudgets.remove(b.Tenant, b.Spec.ID)
+	s.cost.selectors.remove(b.Tenant, b.Spec.ID)
+}
+
+// indexSelector keeps the per-tenant index of budgets with a selector.
+func (s *state) indexSelector(b *Budget) {
+	if b.Spec.Selector != nil {
+		s.cost.selectors.put(b.Tenant, b.Spec.ID, b)
+	} else if s.cost.selectors[b.Tenant][b.Spec.ID] != nil {
+		s.cost.selectors.remove(b.Tenant, b.Spec.ID)
+	}
 }
 
 func (s *state) putPolicy(p *Policy) {

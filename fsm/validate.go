@@ -111,7 +111,12 @@ func validateBudgetSpec(b *BudgetSpec, fields uint8, creating bool) *Error {
 		return invalidf("budget.enforcement %d is not HARD, SOFT or SHADOW", b.Enforcement)
 	}
 	if fields&UpdateThresholds != 0 {
-		return validateThresholds(b.Thresholds)
+		if err := validateThresholds(b.Thresholds); err != nil {
+			return err
+		}
+	}
+	if fields&UpdateSelector != 0 {
+		return ValidateSelector("budget.selector", b.Selector)
 	}
 	return nil
 }
@@ -189,7 +194,7 @@ func ValidatePolicySpec(p *PolicySpec) *Error { return validatePolicySpec(p) }
 func Validate(c Command) *Error {
 	tenant, requestID := c.idempotencyKey()
 	switch c.(type) {
-	case *Noop, *MarkServerRemoved, *RotateSigningKey: // cluster-level: no tenant
+	case *Noop, *MarkServerRemoved, *RotateSigningKey, *SetExchangeRates: // cluster-level: no tenant
 	default:
 		if err := ValidateID("tenant", tenant); err != nil {
 			return err
@@ -218,11 +223,20 @@ func Validate(c Command) *Error {
 		return ValidateBudgetSpec(&c.Budget)
 	case *UpdateBudget:
 		if c.Fields == 0 || c.Fields&^updateBudgetAll != 0 {
-			return invalidf("update_mask names no updatable field (amount, enforcement, thresholds_percent)")
+			return invalidf("update_mask names no updatable field (amount, enforcement, thresholds_percent, selector)")
 		}
 		return validateBudgetSpec(&c.Budget, c.Fields, false)
 	case *DeleteBudget:
 		return ValidateID("budget_id", c.BudgetID)
+	case *RecordCost:
+		return validateRecordCost(c)
+	case *SetExchangeRates:
+		return validateSetExchangeRates(c)
+	case *SetAnomalyDetector:
+		if c.Delete {
+			return ValidateID("detector.id", c.Detector.ID)
+		}
+		return validateDetector(&c.Detector)
 	case *Consume:
 		if err := ValidateID("budget_id", c.BudgetID); err != nil {
 			return err

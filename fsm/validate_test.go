@@ -85,7 +85,7 @@ func TestValidateRejects(t *testing.T) {
 		{"create: too many thresholds", withBudget(func(b *fsm.BudgetSpec) { b.Thresholds = thresholds17 }), "budget.thresholds_percent"},
 
 		{"update: empty mask", &fsm.UpdateBudget{Tenant: tenant, Budget: spec("b", 1)}, "update_mask"},
-		{"update: unknown mask bit", &fsm.UpdateBudget{Tenant: tenant, Fields: 1 << 3, Budget: spec("b", 1)}, "update_mask"},
+		{"update: unknown mask bit", &fsm.UpdateBudget{Tenant: tenant, Fields: 1 << 4, Budget: spec("b", 1)}, "update_mask"},
 		{"update: empty id", &fsm.UpdateBudget{Tenant: tenant, Fields: fsm.UpdateAmount, Budget: spec("", 1)}, "budget.id"},
 		{"update: amount 0", &fsm.UpdateBudget{Tenant: tenant, Fields: fsm.UpdateAmount, Budget: spec("b", 0)}, "budget.amount"},
 		{"update: bad enforcement", &fsm.UpdateBudget{Tenant: tenant, Fields: fsm.UpdateEnforcement,

@@ -34,15 +34,26 @@ func (h *budgetHandler) UpdateBudget(ctx context.Context, req *connect.Request[t
 	if b == nil {
 		return nil, invalid("budget is missing")
 	}
-	fields, err := maskFields("update_mask", req.Msg.UpdateMask.GetPaths(), map[string]uint8{
-		"amount":             fsm.UpdateAmount,
-		"enforcement":        fsm.UpdateEnforcement,
-		"thresholds_percent": fsm.UpdateThresholds,
-	})
-	if err != nil {
-		return nil, err
+	// An empty mask means the three fields an update had before selectors
+	// existed, so an old client never removes a selector by accident.
+	fields := fsm.UpdateAmount | fsm.UpdateEnforcement | fsm.UpdateThresholds
+	var err error
+	if paths := req.Msg.UpdateMask.GetPaths(); len(paths) > 0 {
+		if fields, err = maskFields("update_mask", paths, map[string]uint8{
+			"amount":             fsm.UpdateAmount,
+			"enforcement":        fsm.UpdateEnforcement,
+			"thresholds_percent": fsm.UpdateThresholds,
+			"selector":           fsm.UpdateSelector,
+		}); err != nil {
+			return nil, err
+		}
 	}
 	spec := fsm.BudgetSpec{ID: b.Id, Thresholds: b.ThresholdsPercent}
+	if fields&fsm.UpdateSelector != 0 {
+		if spec.Selector, err = selectorFromWire("budget.selector", b.Selector); err != nil {
+			return nil, err
+		}
+	}
 	if fields&fsm.UpdateAmount != 0 {
 		if spec.AmountMicros, err = parseAmount("budget.amount", b.Amount); err != nil {
 			return nil, err

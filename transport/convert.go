@@ -228,7 +228,12 @@ func budgetSpec(b *tollgatev1.Budget) (fsm.BudgetSpec, error) {
 	if tz == "" {
 		tz = "UTC"
 	}
+	selector, err := selectorFromWire("budget.selector", b.Selector)
+	if err != nil {
+		return fsm.BudgetSpec{}, err
+	}
 	return fsm.BudgetSpec{
+		Selector:       selector,
 		ID:             b.Id,
 		ParentID:       b.ParentId,
 		AmountMicros:   amount,
@@ -261,6 +266,7 @@ func budgetToWire(b *fsm.Budget) *tollgatev1.Budget {
 		CreatedAt:         timestampMs(b.CreatedAtMs),
 		UpdatedAt:         timestampMs(b.UpdatedAtMs),
 		Version:           b.Version,
+		Selector:          selectorToWire(b.Spec.Selector),
 	}
 }
 

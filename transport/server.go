@@ -71,6 +71,8 @@ func NewHandler(n Node, opts Options) http.Handler {
 	mux.Handle(tollgatev1connect.NewRateLimitServiceHandler(&rateLimitHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewClusterServiceHandler(&clusterHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewReceiptServiceHandler(&receiptHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewCostServiceHandler(&costHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewAlertServiceHandler(&alertHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewInternalServiceHandler(&internalHandler{node: n}, handlerOpts...))
 
 	services := []string{
@@ -78,6 +80,8 @@ func NewHandler(n Node, opts Options) http.Handler {
 		tollgatev1connect.RateLimitServiceName,
 		tollgatev1connect.ClusterServiceName,
 		tollgatev1connect.ReceiptServiceName,
+		tollgatev1connect.CostServiceName,
+		tollgatev1connect.AlertServiceName,
 		tollgatev1connect.InternalServiceName,
 	}
 	limit := connect.WithReadMaxBytes(RequestBytesMax)

@@ -52,6 +52,7 @@ func newBudgetCreateCommand(cf *clientFlags) *cobra.Command {
 		customPeriod durationText
 		enforcement  = enumFlag[tollgatev1.Enforcement]{value: tollgatev1.Enforcement_ENFORCEMENT_HARD}
 		thresholds   uint32List
+		selector     selectorFlag
 		requestID    string
 	)
 	cmd := &cobra.Command{
@@ -67,7 +68,8 @@ utilization percentages recorded once per period when crossed. A budget with
 --parent must also fit the parent (same tenant and currency) on every spend.`,
 		Example: `  tollgate budget create llm --tenant acme --amount 1000.00 --currency USD --period month --timezone Europe/Berlin --thresholds 50,80,100
   tollgate budget create llm-team-a --tenant acme --amount 200 --currency USD --period month --parent llm
-  tollgate budget create burst --tenant acme --amount 5 --currency EUR --period custom --custom-period 36h --enforcement soft`,
+  tollgate budget create burst --tenant acme --amount 5 --currency EUR --period custom --custom-period 36h --enforcement soft
+  tollgate budget create ml-llm --tenant acme --amount 500 --currency USD --period month --select team=ml --select model=gpt-4o|claude`,
 		Args: argsExactly("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireFlags(cmd, "amount", "currency"); err != nil {
@@ -78,6 +80,7 @@ utilization percentages recorded once per period when crossed. A budget with
 			budget.CustomPeriod = string(customPeriod)
 			budget.Enforcement = enforcement.value
 			budget.ThresholdsPercent = thresholds
+			budget.Selector = selector.sel
 			resp, err := unary(cmd, cf, budgetService, tollgatev1connect.BudgetServiceClient.CreateBudget,
 				&tollgatev1.CreateBudgetRequest{Tenant: cf.tenant, Budget: &budget, RequestId: requestID})
 			if err != nil {
@@ -95,6 +98,7 @@ utilization percentages recorded once per period when crossed. A budget with
 	enumVar(fl, &enforcement, "enforcement", "what happens to spend that does not fit")
 	fl.Var(&thresholds, "thresholds", "utilization percentages to record when crossed, e.g. 50,80,100")
 	fl.StringVar(&budget.ParentId, "parent", "", "parent budget every spend must also fit")
+	fl.Var(&selector, "select", "recorded costs (tollgate cost record) whose label KEY has one of the values charge this budget; repeat for more keys (all must match)")
 	addRequestIDFlag(cmd, &requestID)
 	return cmd
 }
@@ -178,10 +182,12 @@ func newBudgetUpdateCommand(cf *clientFlags) *cobra.Command {
 		budget      tollgatev1.Budget
 		enforcement enumFlag[tollgatev1.Enforcement]
 		thresholds  uint32List
+		selector    selectorFlag
+		noSelector  bool
 		requestID   string
 	)
 	cmd := &cobra.Command{
-		Use:   "update ID [--amount AMOUNT] [--enforcement MODE] [--thresholds LIST]",
+		Use:   "update ID [--amount AMOUNT] [--enforcement MODE] [--thresholds LIST] [--select KEY=V1|V2]... [--no-select]",
 		Short: "Change a budget's amount, enforcement or thresholds",
 		Long: `Change a budget's amount, enforcement or thresholds. Only the flags given
 are changed; at least one is required. --thresholds "" removes all
@@ -195,14 +201,19 @@ thresholds. The new amount applies to the current period at once.`,
 			var paths []string
 			for _, m := range []struct{ flag, path string }{
 				{"amount", "amount"}, {"enforcement", "enforcement"}, {"thresholds", "thresholds_percent"},
+				{"select", "selector"}, {"no-select", "selector"},
 			} {
 				if cmd.Flags().Changed(m.flag) {
 					paths = append(paths, m.path)
 				}
 			}
 			if len(paths) == 0 {
-				return usageErrorf(cmd, "nothing to update: give at least one of --amount, --enforcement, --thresholds")
+				return usageErrorf(cmd, "nothing to update: give at least one of --amount, --enforcement, --thresholds, --select, --no-select")
 			}
+			if noSelector && selector.sel != nil {
+				return usageErrorf(cmd, "--select and --no-select contradict each other")
+			}
+			budget.Selector = selector.sel
 			budget.Id = args[0]
 			budget.Enforcement = enforcement.value
 			budget.ThresholdsPercent = thresholds
@@ -219,6 +230,8 @@ thresholds. The new amount applies to the current period at once.`,
 	fl.StringVar(&budget.Amount, "amount", "", `new budget per period, a decimal string such as "1500.00"`)
 	enumVar(fl, &enforcement, "enforcement", "new enforcement")
 	fl.Var(&thresholds, "thresholds", `new utilization percentages, e.g. 50,80,100 ("" for none)`)
+	fl.Var(&selector, "select", "new cost selector: label KEY has one of the values (repeat for more keys; replaces the whole selector)")
+	fl.BoolVar(&noSelector, "no-select", false, "remove the cost selector")
 	addRequestIDFlag(cmd, &requestID)
 	return cmd
 }
@@ -424,6 +437,7 @@ func budgetFields(st *tollgatev1.BudgetState) []field {
 		{"period end", formatTime(st.PeriodEnd)},
 		{"enforcement", enumWord(b.GetEnforcement())},
 		{"parent", b.GetParentId()},
+		{"selector", formatSelector(b.GetSelector())},
 		{"thresholds", formatPercents(b.GetThresholdsPercent())},
 		{"crossed", formatPercents(crossed)},
 		{"allowed", formatUint(st.AllowedCount)},

@@ -63,6 +63,7 @@ func TestCLI(t *testing.T) {
 		{"status", testStatus},
 		{"bad-input", testBadInput},
 		{"tenant-from-environment", testTenantFromEnvironment},
+		{"cost-record-report", testCostRecordAndReport},
 	} {
 		t.Run(tc.tenant, func(t *testing.T) {
 			tc.test(t, &cliNode{t: t, addr: s.APIAddr(), tenant: tc.tenant})
@@ -577,7 +578,7 @@ func testBadInput(t *testing.T, n *cliNode) {
 		{"unknown consistency", func() cliResult { return n.budget("get", "llm", "--consistency", "eventual") },
 			exitUsage, "error: invalid argument \"eventual\" for \"--consistency\" flag: want one of linearizable, leader, stale\n", true},
 		{"unknown output", func() cliResult { return n.budget("get", "llm", "--output", "yaml") },
-			exitUsage, "error: invalid argument \"yaml\" for \"--output\" flag: want one of table, json\n", true},
+			exitUsage, "error: invalid argument \"yaml\" for \"--output\" flag: want one of table, json, csv\n", true},
 		{"missing amount", func() cliResult { return n.budget("consume", "llm") },
 			exitUsage, "error: required flag(s) --amount not set\nRun 'tollgate budget consume --help' for usage.\n", false},
 		{"missing limit flags", func() cliResult { return n.limit("create", "x", "--algorithm", "gcra") },
@@ -591,7 +592,7 @@ func testBadInput(t *testing.T, n *cliNode) {
 		{"unknown flag", func() cliResult { return n.budget("get", "llm", "--colour") },
 			exitUsage, "error: unknown flag: --colour\n", true},
 		{"update without flags", func() cliResult { return n.budget("update", "llm") },
-			exitUsage, "error: nothing to update: give at least one of --amount, --enforcement, --thresholds\n", true},
+			exitUsage, "error: nothing to update: give at least one of --amount, --enforcement, --thresholds, --select, --no-select\n", true},
 		{"bad thresholds", func() cliResult { return n.budget("update", "llm", "--thresholds", "50,x") },
 			exitUsage, "error: invalid argument \"50,x\" for \"--thresholds\" flag: \"x\" is not a whole number; want a list such as 50,80,100\n", true},
 		{"bad priority scale", func() cliResult { return n.limit("update", "api", "--priority-scale", "1:50") },

@@ -60,7 +60,7 @@ func addClientFlags(cmd *cobra.Command, withTenant bool) *clientFlags {
 	if withTenant {
 		fl.StringVar(&cf.tenant, "tenant", "", "tenant the objects belong to (required; or set TOLLGATE_TENANT)")
 	}
-	fl.Var(&cf.output, "output", "output format: table or json (the API's JSON of the response)")
+	fl.Var(&cf.output, "output", "output format: table, json (the API's JSON of the response) or csv (cost report only)")
 	fl.DurationVar(&cf.timeout, "timeout", defaultTimeout, "bound on the whole command, retries included")
 	return cf
 }

@@ -28,20 +28,22 @@ type outputFormat string
 const (
 	outputTable outputFormat = "table"
 	outputJSON  outputFormat = "json"
+	// outputCSV is for tabular reports (cost report); other commands refuse it.
+	outputCSV outputFormat = "csv"
 )
 
 func (o *outputFormat) String() string { return string(*o) }
 
 func (o *outputFormat) Set(s string) error {
 	switch outputFormat(s) {
-	case outputTable, outputJSON:
+	case outputTable, outputJSON, outputCSV:
 		*o = outputFormat(s)
 		return nil
 	}
-	return errors.New("want one of table, json")
+	return errors.New("want one of table, json, csv")
 }
 
-func (o *outputFormat) Type() string { return "table|json" }
+func (o *outputFormat) Type() string { return "table|json|csv" }
 
 // jsonOptions print the API's JSON (the Connect JSON codec's field names and
 // omissions), indented for people.
@@ -56,6 +58,9 @@ type field struct {
 // printReply prints msg as JSON, or as a table written by table.
 func printReply(cmd *cobra.Command, cf *clientFlags, msg proto.Message, table func(w io.Writer)) error {
 	out := cmd.OutOrStdout()
+	if cf.output == outputCSV {
+		return usageErrorf(cmd, "--output csv is for reports (cost report); use table or json here")
+	}
 	if cf.output == outputJSON {
 		b, err := jsonOptions.Marshal(msg)
 		if err != nil {

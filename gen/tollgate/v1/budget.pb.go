@@ -171,7 +171,11 @@ type Budget struct {
 	// Output only.
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Output only: incremented by every update.
-	Version       uint64 `protobuf:"varint,12,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,12,opt,name=version,proto3" json:"version,omitempty"`
+	// Optional: recorded costs (CostService) whose labels this selector
+	// matches charge this budget, converted into its currency. At most 256
+	// budgets with a selector per tenant.
+	Selector      *LabelSelector `protobuf:"bytes,13,opt,name=selector,proto3" json:"selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -288,6 +292,13 @@ func (x *Budget) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *Budget) GetSelector() *LabelSelector {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
 }
 
 // BudgetState is a budget with its usage in the current period.
@@ -1065,7 +1076,9 @@ type UpdateBudgetRequest struct {
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// id names the budget; the fields in update_mask are replaced.
 	Budget *Budget `protobuf:"bytes,2,opt,name=budget,proto3" json:"budget,omitempty"`
-	// Updatable: amount, enforcement, thresholds_percent. Empty means all three.
+	// Updatable: amount, enforcement, thresholds_percent, selector (an unset
+	// selector removes it). Empty means amount, enforcement and
+	// thresholds_percent.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2455,7 +2468,7 @@ var File_tollgate_v1_budget_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x18tollgate/v1/budget.proto\x12\vtollgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\x1a\x19tollgate/v1/receipt.proto\"\xd2\x03\n" +
+	"\x18tollgate/v1/budget.proto\x12\vtollgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\x1a\x16tollgate/v1/cost.proto\x1a\x19tollgate/v1/receipt.proto\"\x8a\x04\n" +
 	"\x06Budget\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06amount\x18\x02 \x01(\tR\x06amount\x12\x1a\n" +
@@ -2471,7 +2484,8 @@ const file_tollgate_v1_budget_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
-	"\aversion\x18\f \x01(\x04R\aversion\"\x94\x04\n" +
+	"\aversion\x18\f \x01(\x04R\aversion\x126\n" +
+	"\bselector\x18\r \x01(\v2\x1a.tollgate.v1.LabelSelectorR\bselector\"\x94\x04\n" +
 	"\vBudgetState\x12+\n" +
 	"\x06budget\x18\x01 \x01(\v2\x13.tollgate.v1.BudgetR\x06budget\x12\x14\n" +
 	"\x05spent\x18\x02 \x01(\tR\x05spent\x12\x12\n" +
@@ -2750,88 +2764,90 @@ var file_tollgate_v1_budget_proto_goTypes = []any{
 	(*ReleaseRequest)(nil),             // 27: tollgate.v1.ReleaseRequest
 	(*ReleaseResponse)(nil),            // 28: tollgate.v1.ReleaseResponse
 	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
-	(*ReceiptRef)(nil),                 // 30: tollgate.v1.ReceiptRef
-	(Consistency)(0),                   // 31: tollgate.v1.Consistency
-	(*ReadInfo)(nil),                   // 32: tollgate.v1.ReadInfo
-	(*fieldmaskpb.FieldMask)(nil),      // 33: google.protobuf.FieldMask
-	(DenyReason)(0),                    // 34: tollgate.v1.DenyReason
-	(*Receipt)(nil),                    // 35: tollgate.v1.Receipt
+	(*LabelSelector)(nil),              // 30: tollgate.v1.LabelSelector
+	(*ReceiptRef)(nil),                 // 31: tollgate.v1.ReceiptRef
+	(Consistency)(0),                   // 32: tollgate.v1.Consistency
+	(*ReadInfo)(nil),                   // 33: tollgate.v1.ReadInfo
+	(*fieldmaskpb.FieldMask)(nil),      // 34: google.protobuf.FieldMask
+	(DenyReason)(0),                    // 35: tollgate.v1.DenyReason
+	(*Receipt)(nil),                    // 36: tollgate.v1.Receipt
 }
 var file_tollgate_v1_budget_proto_depIdxs = []int32{
 	0,  // 0: tollgate.v1.Budget.period:type_name -> tollgate.v1.Period
 	1,  // 1: tollgate.v1.Budget.enforcement:type_name -> tollgate.v1.Enforcement
 	29, // 2: tollgate.v1.Budget.created_at:type_name -> google.protobuf.Timestamp
 	29, // 3: tollgate.v1.Budget.updated_at:type_name -> google.protobuf.Timestamp
-	2,  // 4: tollgate.v1.BudgetState.budget:type_name -> tollgate.v1.Budget
-	29, // 5: tollgate.v1.BudgetState.period_start:type_name -> google.protobuf.Timestamp
-	29, // 6: tollgate.v1.BudgetState.period_end:type_name -> google.protobuf.Timestamp
-	4,  // 7: tollgate.v1.BudgetState.thresholds_crossed:type_name -> tollgate.v1.ThresholdCrossing
-	5,  // 8: tollgate.v1.BudgetState.history:type_name -> tollgate.v1.PeriodUsage
-	29, // 9: tollgate.v1.ThresholdCrossing.crossed_at:type_name -> google.protobuf.Timestamp
-	29, // 10: tollgate.v1.PeriodUsage.start:type_name -> google.protobuf.Timestamp
-	29, // 11: tollgate.v1.PeriodUsage.end:type_name -> google.protobuf.Timestamp
-	2,  // 12: tollgate.v1.CreateBudgetRequest.budget:type_name -> tollgate.v1.Budget
-	3,  // 13: tollgate.v1.CreateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
-	30, // 14: tollgate.v1.CreateBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	31, // 15: tollgate.v1.GetBudgetRequest.consistency:type_name -> tollgate.v1.Consistency
-	2,  // 16: tollgate.v1.GetBudgetResponse.budget:type_name -> tollgate.v1.Budget
-	29, // 17: tollgate.v1.GetBudgetResponse.period_start:type_name -> google.protobuf.Timestamp
-	29, // 18: tollgate.v1.GetBudgetResponse.period_end:type_name -> google.protobuf.Timestamp
-	4,  // 19: tollgate.v1.GetBudgetResponse.thresholds_crossed:type_name -> tollgate.v1.ThresholdCrossing
-	5,  // 20: tollgate.v1.GetBudgetResponse.history:type_name -> tollgate.v1.PeriodUsage
-	32, // 21: tollgate.v1.GetBudgetResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	31, // 22: tollgate.v1.ListBudgetsRequest.consistency:type_name -> tollgate.v1.Consistency
-	3,  // 23: tollgate.v1.ListBudgetsResponse.budgets:type_name -> tollgate.v1.BudgetState
-	32, // 24: tollgate.v1.ListBudgetsResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	2,  // 25: tollgate.v1.UpdateBudgetRequest.budget:type_name -> tollgate.v1.Budget
-	33, // 26: tollgate.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 27: tollgate.v1.UpdateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
-	30, // 28: tollgate.v1.UpdateBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	30, // 29: tollgate.v1.DeleteBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	31, // 30: tollgate.v1.BudgetServiceCheckRequest.consistency:type_name -> tollgate.v1.Consistency
-	34, // 31: tollgate.v1.BudgetServiceCheckResponse.reason:type_name -> tollgate.v1.DenyReason
-	32, // 32: tollgate.v1.BudgetServiceCheckResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	34, // 33: tollgate.v1.ConsumeResponse.reason:type_name -> tollgate.v1.DenyReason
-	30, // 34: tollgate.v1.ConsumeResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	35, // 35: tollgate.v1.ConsumeResponse.receipt:type_name -> tollgate.v1.Receipt
-	20, // 36: tollgate.v1.ConsumeBatchRequest.items:type_name -> tollgate.v1.ConsumeBatchItem
-	19, // 37: tollgate.v1.ConsumeBatchResponse.results:type_name -> tollgate.v1.ConsumeResponse
-	34, // 38: tollgate.v1.ReserveResponse.reason:type_name -> tollgate.v1.DenyReason
-	29, // 39: tollgate.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 40: tollgate.v1.ReserveResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	35, // 41: tollgate.v1.ReserveResponse.receipt:type_name -> tollgate.v1.Receipt
-	34, // 42: tollgate.v1.CommitResponse.reason:type_name -> tollgate.v1.DenyReason
-	30, // 43: tollgate.v1.CommitResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	35, // 44: tollgate.v1.CommitResponse.receipt:type_name -> tollgate.v1.Receipt
-	30, // 45: tollgate.v1.ReleaseResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	35, // 46: tollgate.v1.ReleaseResponse.receipt:type_name -> tollgate.v1.Receipt
-	6,  // 47: tollgate.v1.BudgetService.CreateBudget:input_type -> tollgate.v1.CreateBudgetRequest
-	8,  // 48: tollgate.v1.BudgetService.GetBudget:input_type -> tollgate.v1.GetBudgetRequest
-	10, // 49: tollgate.v1.BudgetService.ListBudgets:input_type -> tollgate.v1.ListBudgetsRequest
-	12, // 50: tollgate.v1.BudgetService.UpdateBudget:input_type -> tollgate.v1.UpdateBudgetRequest
-	14, // 51: tollgate.v1.BudgetService.DeleteBudget:input_type -> tollgate.v1.DeleteBudgetRequest
-	16, // 52: tollgate.v1.BudgetService.Check:input_type -> tollgate.v1.BudgetServiceCheckRequest
-	18, // 53: tollgate.v1.BudgetService.Consume:input_type -> tollgate.v1.ConsumeRequest
-	21, // 54: tollgate.v1.BudgetService.ConsumeBatch:input_type -> tollgate.v1.ConsumeBatchRequest
-	23, // 55: tollgate.v1.BudgetService.Reserve:input_type -> tollgate.v1.ReserveRequest
-	25, // 56: tollgate.v1.BudgetService.Commit:input_type -> tollgate.v1.CommitRequest
-	27, // 57: tollgate.v1.BudgetService.Release:input_type -> tollgate.v1.ReleaseRequest
-	7,  // 58: tollgate.v1.BudgetService.CreateBudget:output_type -> tollgate.v1.CreateBudgetResponse
-	9,  // 59: tollgate.v1.BudgetService.GetBudget:output_type -> tollgate.v1.GetBudgetResponse
-	11, // 60: tollgate.v1.BudgetService.ListBudgets:output_type -> tollgate.v1.ListBudgetsResponse
-	13, // 61: tollgate.v1.BudgetService.UpdateBudget:output_type -> tollgate.v1.UpdateBudgetResponse
-	15, // 62: tollgate.v1.BudgetService.DeleteBudget:output_type -> tollgate.v1.DeleteBudgetResponse
-	17, // 63: tollgate.v1.BudgetService.Check:output_type -> tollgate.v1.BudgetServiceCheckResponse
-	19, // 64: tollgate.v1.BudgetService.Consume:output_type -> tollgate.v1.ConsumeResponse
-	22, // 65: tollgate.v1.BudgetService.ConsumeBatch:output_type -> tollgate.v1.ConsumeBatchResponse
-	24, // 66: tollgate.v1.BudgetService.Reserve:output_type -> tollgate.v1.ReserveResponse
-	26, // 67: tollgate.v1.BudgetService.Commit:output_type -> tollgate.v1.CommitResponse
-	28, // 68: tollgate.v1.BudgetService.Release:output_type -> tollgate.v1.ReleaseResponse
-	58, // [58:69] is the sub-list for method output_type
-	47, // [47:58] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	30, // 4: tollgate.v1.Budget.selector:type_name -> tollgate.v1.LabelSelector
+	2,  // 5: tollgate.v1.BudgetState.budget:type_name -> tollgate.v1.Budget
+	29, // 6: tollgate.v1.BudgetState.period_start:type_name -> google.protobuf.Timestamp
+	29, // 7: tollgate.v1.BudgetState.period_end:type_name -> google.protobuf.Timestamp
+	4,  // 8: tollgate.v1.BudgetState.thresholds_crossed:type_name -> tollgate.v1.ThresholdCrossing
+	5,  // 9: tollgate.v1.BudgetState.history:type_name -> tollgate.v1.PeriodUsage
+	29, // 10: tollgate.v1.ThresholdCrossing.crossed_at:type_name -> google.protobuf.Timestamp
+	29, // 11: tollgate.v1.PeriodUsage.start:type_name -> google.protobuf.Timestamp
+	29, // 12: tollgate.v1.PeriodUsage.end:type_name -> google.protobuf.Timestamp
+	2,  // 13: tollgate.v1.CreateBudgetRequest.budget:type_name -> tollgate.v1.Budget
+	3,  // 14: tollgate.v1.CreateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
+	31, // 15: tollgate.v1.CreateBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 16: tollgate.v1.GetBudgetRequest.consistency:type_name -> tollgate.v1.Consistency
+	2,  // 17: tollgate.v1.GetBudgetResponse.budget:type_name -> tollgate.v1.Budget
+	29, // 18: tollgate.v1.GetBudgetResponse.period_start:type_name -> google.protobuf.Timestamp
+	29, // 19: tollgate.v1.GetBudgetResponse.period_end:type_name -> google.protobuf.Timestamp
+	4,  // 20: tollgate.v1.GetBudgetResponse.thresholds_crossed:type_name -> tollgate.v1.ThresholdCrossing
+	5,  // 21: tollgate.v1.GetBudgetResponse.history:type_name -> tollgate.v1.PeriodUsage
+	33, // 22: tollgate.v1.GetBudgetResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	32, // 23: tollgate.v1.ListBudgetsRequest.consistency:type_name -> tollgate.v1.Consistency
+	3,  // 24: tollgate.v1.ListBudgetsResponse.budgets:type_name -> tollgate.v1.BudgetState
+	33, // 25: tollgate.v1.ListBudgetsResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	2,  // 26: tollgate.v1.UpdateBudgetRequest.budget:type_name -> tollgate.v1.Budget
+	34, // 27: tollgate.v1.UpdateBudgetRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 28: tollgate.v1.UpdateBudgetResponse.state:type_name -> tollgate.v1.BudgetState
+	31, // 29: tollgate.v1.UpdateBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	31, // 30: tollgate.v1.DeleteBudgetResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 31: tollgate.v1.BudgetServiceCheckRequest.consistency:type_name -> tollgate.v1.Consistency
+	35, // 32: tollgate.v1.BudgetServiceCheckResponse.reason:type_name -> tollgate.v1.DenyReason
+	33, // 33: tollgate.v1.BudgetServiceCheckResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	35, // 34: tollgate.v1.ConsumeResponse.reason:type_name -> tollgate.v1.DenyReason
+	31, // 35: tollgate.v1.ConsumeResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	36, // 36: tollgate.v1.ConsumeResponse.receipt:type_name -> tollgate.v1.Receipt
+	20, // 37: tollgate.v1.ConsumeBatchRequest.items:type_name -> tollgate.v1.ConsumeBatchItem
+	19, // 38: tollgate.v1.ConsumeBatchResponse.results:type_name -> tollgate.v1.ConsumeResponse
+	35, // 39: tollgate.v1.ReserveResponse.reason:type_name -> tollgate.v1.DenyReason
+	29, // 40: tollgate.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	31, // 41: tollgate.v1.ReserveResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	36, // 42: tollgate.v1.ReserveResponse.receipt:type_name -> tollgate.v1.Receipt
+	35, // 43: tollgate.v1.CommitResponse.reason:type_name -> tollgate.v1.DenyReason
+	31, // 44: tollgate.v1.CommitResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	36, // 45: tollgate.v1.CommitResponse.receipt:type_name -> tollgate.v1.Receipt
+	31, // 46: tollgate.v1.ReleaseResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	36, // 47: tollgate.v1.ReleaseResponse.receipt:type_name -> tollgate.v1.Receipt
+	6,  // 48: tollgate.v1.BudgetService.CreateBudget:input_type -> tollgate.v1.CreateBudgetRequest
+	8,  // 49: tollgate.v1.BudgetService.GetBudget:input_type -> tollgate.v1.GetBudgetRequest
+	10, // 50: tollgate.v1.BudgetService.ListBudgets:input_type -> tollgate.v1.ListBudgetsRequest
+	12, // 51: tollgate.v1.BudgetService.UpdateBudget:input_type -> tollgate.v1.UpdateBudgetRequest
+	14, // 52: tollgate.v1.BudgetService.DeleteBudget:input_type -> tollgate.v1.DeleteBudgetRequest
+	16, // 53: tollgate.v1.BudgetService.Check:input_type -> tollgate.v1.BudgetServiceCheckRequest
+	18, // 54: tollgate.v1.BudgetService.Consume:input_type -> tollgate.v1.ConsumeRequest
+	21, // 55: tollgate.v1.BudgetService.ConsumeBatch:input_type -> tollgate.v1.ConsumeBatchRequest
+	23, // 56: tollgate.v1.BudgetService.Reserve:input_type -> tollgate.v1.ReserveRequest
+	25, // 57: tollgate.v1.BudgetService.Commit:input_type -> tollgate.v1.CommitRequest
+	27, // 58: tollgate.v1.BudgetService.Release:input_type -> tollgate.v1.ReleaseRequest
+	7,  // 59: tollgate.v1.BudgetService.CreateBudget:output_type -> tollgate.v1.CreateBudgetResponse
+	9,  // 60: tollgate.v1.BudgetService.GetBudget:output_type -> tollgate.v1.GetBudgetResponse
+	11, // 61: tollgate.v1.BudgetService.ListBudgets:output_type -> tollgate.v1.ListBudgetsResponse
+	13, // 62: tollgate.v1.BudgetService.UpdateBudget:output_type -> tollgate.v1.UpdateBudgetResponse
+	15, // 63: tollgate.v1.BudgetService.DeleteBudget:output_type -> tollgate.v1.DeleteBudgetResponse
+	17, // 64: tollgate.v1.BudgetService.Check:output_type -> tollgate.v1.BudgetServiceCheckResponse
+	19, // 65: tollgate.v1.BudgetService.Consume:output_type -> tollgate.v1.ConsumeResponse
+	22, // 66: tollgate.v1.BudgetService.ConsumeBatch:output_type -> tollgate.v1.ConsumeBatchResponse
+	24, // 67: tollgate.v1.BudgetService.Reserve:output_type -> tollgate.v1.ReserveResponse
+	26, // 68: tollgate.v1.BudgetService.Commit:output_type -> tollgate.v1.CommitResponse
+	28, // 69: tollgate.v1.BudgetService.Release:output_type -> tollgate.v1.ReleaseResponse
+	59, // [59:70] is the sub-list for method output_type
+	48, // [48:59] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_budget_proto_init() }
@@ -2840,6 +2856,7 @@ func file_tollgate_v1_budget_proto_init() {
 		return
 	}
 	file_tollgate_v1_common_proto_init()
+	file_tollgate_v1_cost_proto_init()
 	file_tollgate_v1_receipt_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
