@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tollgate/tollgate/client"
@@ -48,11 +49,11 @@ func TestCostAnomalyThroughTheAPI(t *testing.T) {
 		{func(d *tollgatev1.AnomalyDetector) { d.Bucket = tollgatev1.Bucket_BUCKET_WEEK }, "detector.bucket must be BUCKET_HOUR or BUCKET_DAY"},
 		{func(d *tollgatev1.AnomalyDetector) { d.Window = 1000 }, "detector.window must be between 3 and 336"},
 	} {
-		d := *det
-		bad.mutate(&d)
-		_, err := c.Costs.SetAnomalyDetector(ctx, connect.NewRequest(&tollgatev1.SetAnomalyDetectorRequest{Tenant: "acme", Detector: &d}))
+		d := proto.Clone(det).(*tollgatev1.AnomalyDetector)
+		bad.mutate(d)
+		_, err := c.Costs.SetAnomalyDetector(ctx, connect.NewRequest(&tollgatev1.SetAnomalyDetectorRequest{Tenant: "acme", Detector: d}))
 		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), bad.want) {
-			t.Errorf("%v: %v, want InvalidArgument %q", &d, err, bad.want)
+			t.Errorf("%v: %v, want InvalidArgument %q", d, err, bad.want)
 		}
 	}
 
