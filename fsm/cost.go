@@ -789,7 +789,8 @@ func (b *leafBuilder) costLeaves(c *RecordCost, r *Result) ReceiptRef {
 			}
 			bal = append(bal, fs("charge:"+ch.BudgetID, v+"; spent "+FormatAmount(ch.SpentMicros, 0)))
 		}
-		ref := b.add(c.Tenant, "cost.record", cs.Resource, c.RequestID, "recorded", "", in, bal)
+		ref := b.add(c.Tenant, OpRecordCost, cs.Resource, c.RequestID, "recorded", "", in, bal)
+		b.costs = append(b.costs, CostKey{Tenant: c.Tenant, OccurredAtMs: cs.OccurredAtMs, ID: res.ID, Position: ref.Position})
 		if i == 0 {
 			first = ref
 		}
@@ -1033,4 +1034,81 @@ func (s *state) restoreRollup(r *snapshotRollup) error {
 	h.rows[key] = &row
 	s.cost.rollupRows++
 	return nil
+}
+
+// Matches reports whether a record meets every requirement of the selector.
+func (s *LabelSelector) Matches(c *CostSpec) bool { return s.matches(c) }
+
+// StoredCost is a cost record read back from its receipt leaf.
+type StoredCost struct {
+	ID      string
+	Spec    CostSpec
+	Charges []CostCharge // RemainingMicros and Thresholds are not in the leaf
+	// RecordedAtMs is the log time of the entry that recorded it.
+	RecordedAtMs int64
+}
+
+// StoredCostOf decodes a cost record's leaf (see costLeaves).
+func StoredCostOf(l *receipt.Leaf) (StoredCost, error) {
+	if l.Operation != OpRecordCost {
+		return StoredCost{}, fmt.Errorf("leaf is a %s, not a cost record", l.Operation)
+	}
+	out := StoredCost{RecordedAtMs: l.TimeUnixMs}
+	for _, f := range l.Inputs {
+		switch {
+		case f.Name == "amount":
+			m, err := ParseAmount(f.Value)
+			if err != nil {
+				return StoredCost{}, fmt.Errorf("cost leaf amount: %s", err.Message)
+			}
+			out.Spec.AmountMicros = m
+		case f.Name == "currency":
+			out.Spec.Currency = f.Value
+		case f.Name == "resource":
+			out.Spec.Resource = f.Value
+		case f.Name == "service":
+			out.Spec.Service = f.Value
+		case f.Name == "occurred_at_ms":
+			out.Spec.OccurredAtMs, _ = strconv.ParseInt(f.Value, 10, 64)
+		case strings.HasPrefix(f.Name, "label:"):
+			out.Spec.Labels = append(out.Spec.Labels, Label{Key: strings.TrimPrefix(f.Name, "label:"), Value: f.Value})
+		}
+	}
+	for _, f := range l.Balances {
+		switch {
+		case f.Name == "record_id":
+			out.ID = f.Value
+		case strings.HasPrefix(f.Name, "charge:"):
+			// "<amount> <CUR>[ at <rate>]; spent <spent>"
+			ch := CostCharge{BudgetID: strings.TrimPrefix(f.Name, "charge:")}
+			head, spent, _ := strings.Cut(f.Value, "; spent ")
+			parts := strings.Fields(head)
+			if len(parts) != 2 && len(parts) != 4 {
+				return StoredCost{}, fmt.Errorf("cost leaf charge %q is malformed", f.Value)
+			}
+			var perr *Error
+			if ch.AmountMicros, perr = ParseAmount(parts[0]); perr != nil {
+				return StoredCost{}, fmt.Errorf("cost leaf charge amount: %s", perr.Message)
+			}
+			ch.Currency = parts[1]
+			if len(parts) == 4 {
+				ch.Rate = parts[3]
+			}
+			if ch.SpentMicros, perr = parseSigned(spent); perr != nil {
+				return StoredCost{}, fmt.Errorf("cost leaf charge spent: %s", perr.Message)
+			}
+			out.Charges = append(out.Charges, ch)
+		}
+	}
+	sort.Slice(out.Spec.Labels, func(i, j int) bool { return out.Spec.Labels[i].Key < out.Spec.Labels[j].Key })
+	return out, nil
+}
+
+// parseSigned parses an amount that may be negative.
+func parseSigned(s string) (int64, *Error) {
+	if strings.HasPrefix(s, "-") {
+		m, err := ParseAmount(s[1:])
+		return -m, err
+	}
+	return ParseAmount(s)
 }

@@ -55,6 +55,41 @@ type EntryReceipts struct {
 	// receipt store can index them without decoding the leaves. Not part of
 	// the receipts themselves (nil for entries fetched from a peer).
 	Requests []RequestKey
+	// Costs locate the entry's cost records among the leaves, for the
+	// receipt store's cost index (nil for entries fetched from a peer; see
+	// CostKeyOf).
+	Costs []CostKey
+}
+
+// CostKey locates a cost record: the leaf at Position of its entry.
+type CostKey struct {
+	Tenant       string
+	OccurredAtMs int64
+	ID           string
+	Position     uint32
+}
+
+// OpRecordCost is the operation of a cost record's leaf.
+const OpRecordCost = "cost.record"
+
+// CostKeyOf returns the cost key of a decoded leaf, and false when the leaf
+// is not a cost record.
+func CostKeyOf(l *receipt.Leaf) (CostKey, bool) {
+	if l.Operation != OpRecordCost {
+		return CostKey{}, false
+	}
+	k := CostKey{Tenant: l.Tenant, Position: l.Position}
+	for _, f := range l.Inputs {
+		if f.Name == "occurred_at_ms" {
+			k.OccurredAtMs, _ = strconv.ParseInt(f.Value, 10, 64)
+		}
+	}
+	for _, f := range l.Balances {
+		if f.Name == "record_id" {
+			k.ID = f.Value
+		}
+	}
+	return k, k.ID != "" && k.OccurredAtMs > 0
 }
 
 // RequestKey names a request: its tenant and request id ("" for none).
@@ -153,6 +188,7 @@ type leafBuilder struct {
 	nowMs    int64
 	leaves   [][]byte
 	requests []RequestKey
+	costs    []CostKey
 }
 
 func (b *leafBuilder) add(tenant, op, object, requestID, outcome, reason string, inputs, balances []receipt.Field) ReceiptRef {
@@ -338,7 +374,8 @@ func (s *state) seal(b *leafBuilder, term uint64) *EntryReceipts {
 	head := cp.Hash()
 	s.receipts.HeadIndex = b.index
 	s.receipts.HeadHash = head[:]
-	return &EntryReceipts{Checkpoint: receipt.SignedCheckpoint{Body: cp.Encode(), Signature: sig}, Leaves: b.leaves, Requests: b.requests}
+	return &EntryReceipts{Checkpoint: receipt.SignedCheckpoint{Body: cp.Encode(), Signature: sig}, Leaves: b.leaves, Requests: b.requests,
+		Costs: b.costs}
 }
 
 func (s *state) checkRestoredReceipts() error {

@@ -344,7 +344,7 @@ var errGossipOff = errors.New("gossip is off; using the configured address")
 // starting together may otherwise each end in a pool of one.
 func (n *Node) joinPool() {
 	defer n.wg.Done()
-	addrs := append(append([]string(nil), n.cfg.Join...), loadKnownPeers(n.cfg.DataDir)...)
+	addrs := n.otherJoinAddrs(append(append([]string(nil), n.cfg.Join...), loadKnownPeers(n.cfg.DataDir)...))
 	if len(addrs) == 0 {
 		return
 	}
@@ -363,6 +363,17 @@ func (n *Node) joinPool() {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// otherJoinAddrs drops this node's own gossip address from a join list.
+func (n *Node) otherJoinAddrs(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		if a != n.cfg.GossipAddr && a != n.cfg.GossipAdvertise {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // GossipAddr is the address the gossip pool listens on ("" when off).
@@ -428,7 +439,9 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
-	single := len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect <= 1
+	// A node with nothing to join but itself (--bootstrap-expect 1, or a
+	// --join list naming only its own gossip address) is a cluster of one.
+	single := len(n.otherJoinAddrs(n.cfg.Join)) == 0 && n.cfg.BootstrapExpect <= 1
 	if !hasState && n.cfg.Bootstrap && single {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter,

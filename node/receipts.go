@@ -167,7 +167,7 @@ func openReceiptStore(dir string, retention time.Duration, onError func(error)) 
 		return nil, fmt.Errorf("node: open receipts.db: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketCheckpoints, bucketReqSegments, bucketMeta} {
+		for _, b := range [][]byte{bucketCheckpoints, bucketReqSegments, bucketMeta, bucketCosts, bucketCostIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -370,6 +370,9 @@ func (s *receiptStore) write(entries []*fsm.EntryResult) error {
 			if err := s.reqs.add(tx, e.Index, refs); err != nil {
 				return err
 			}
+			if err := indexCosts(tx, e.Index, e.Receipts); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -402,6 +405,9 @@ func (s *receiptStore) prune(cutoffMs int64) error {
 			return nil
 		}
 		if err := pruneSegments(tx, heldFrom); err != nil {
+			return err
+		}
+		if err := pruneCosts(tx, heldFrom, cutoffMs); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/tollgate/tollgate/fsm"
 	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
+	"github.com/tollgate/tollgate/node"
+	"github.com/tollgate/tollgate/receipt"
 )
 
 type costHandler struct {
@@ -330,6 +333,131 @@ func (h *costHandler) ListAnomalyDetectors(ctx context.Context, req *connect.Req
 	out := &tollgatev1.ListAnomalyDetectorsResponse{ReadInfo: readInfo(info)}
 	for i := range ds {
 		out.Detectors = append(out.Detectors, detectorToWire(&ds[i]))
+	}
+	return connect.NewResponse(out), nil
+}
+
+// CostNode reads recorded costs from a node's store.
+type CostNode interface {
+	CostRecords(ctx context.Context, atIndex uint64, q node.CostQuery) ([]node.CostRecord, []byte, error)
+	CostRecordByID(ctx context.Context, atIndex uint64, tenant, id string) (node.CostRecord, error)
+}
+
+// listCostsScanMax bounds the records one ListCosts page looks at.
+const listCostsScanMax = 100_000
+
+func storedCostToWire(rec node.CostRecord) (*tollgatev1.StoredCost, error) {
+	sc, err := fsm.StoredCostOf(rec.Leaf)
+	if err != nil {
+		return nil, err
+	}
+	labels := map[string]string{}
+	for _, l := range sc.Spec.Labels {
+		labels[l.Key] = l.Value
+	}
+	out := &tollgatev1.StoredCost{RecordId: sc.ID, RecordedAt: timestampMs(sc.RecordedAtMs), LogIndex: rec.Ref.Index,
+		ReceiptRef: refToWire(&rec.Ref, 0),
+		Record: &tollgatev1.CostRecord{Amount: formatAmount(sc.Spec.AmountMicros, sc.Spec.Currency), Currency: sc.Spec.Currency,
+			Resource: sc.Spec.Resource, Service: sc.Spec.Service, Labels: labels, OccurredAt: timestampMs(sc.Spec.OccurredAtMs)}}
+	for _, ch := range sc.Charges {
+		out.Charges = append(out.Charges, &tollgatev1.CostCharge{BudgetId: ch.BudgetID, Currency: ch.Currency,
+			Amount: formatAmount(ch.AmountMicros, ch.Currency), Rate: ch.Rate, Spent: formatAmount(ch.SpentMicros, ch.Currency)})
+	}
+	return out, nil
+}
+
+func (h *costHandler) GetCost(ctx context.Context, req *connect.Request[tollgatev1.GetCostRequest]) (*connect.Response[tollgatev1.GetCostResponse], error) {
+	m := req.Msg
+	if err := validateIDs("tenant", m.Tenant); err != nil {
+		return nil, err
+	}
+	if m.RecordId == "" || len(m.RecordId) > fsm.IDBytesMax {
+		return nil, invalid("record_id is empty or longer than %d bytes", fsm.IDBytesMax)
+	}
+	level, maxStale, err := readLevel(m.Consistency, m.MaxStaleness)
+	if err != nil {
+		return nil, err
+	}
+	info, err := h.node.Read(ctx, level, maxStale, func(fsm.View) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	rec, err := h.node.CostRecordByID(ctx, info.AppliedIndex, m.Tenant, m.RecordId)
+	if errors.Is(err, node.ErrNoCost) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("cost record %q of tenant %q: %w", m.RecordId, m.Tenant, err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc, err := storedCostToWire(rec)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&tollgatev1.GetCostResponse{Cost: sc, ReadInfo: readInfo(info)}), nil
+}
+
+func (h *costHandler) ListCosts(ctx context.Context, req *connect.Request[tollgatev1.ListCostsRequest]) (*connect.Response[tollgatev1.ListCostsResponse], error) {
+	m := req.Msg
+	if err := validateIDs("tenant", m.Tenant); err != nil {
+		return nil, err
+	}
+	if m.From == nil || m.To == nil {
+		return nil, invalid("from and to are required")
+	}
+	if err := m.From.CheckValid(); err != nil {
+		return nil, invalid("from: %v", err)
+	}
+	if err := m.To.CheckValid(); err != nil {
+		return nil, invalid("to: %v", err)
+	}
+	fromMs, toMs := m.From.AsTime().UnixMilli(), m.To.AsTime().UnixMilli()
+	if fromMs < 0 || toMs <= fromMs {
+		return nil, invalid("time range: to must be after from (and from not before 1970)")
+	}
+	size, err := pageSize(m.PageSize)
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(m.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := selectorFromWire("filter", m.Filter)
+	if err != nil {
+		return nil, err
+	}
+	level, maxStale, err := readLevel(m.Consistency, m.MaxStaleness)
+	if err != nil {
+		return nil, err
+	}
+	info, err := h.node.Read(ctx, level, maxStale, func(fsm.View) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	q := node.CostQuery{Tenant: m.Tenant, FromMs: fromMs, ToMs: toMs, Limit: size, ScanLimit: listCostsScanMax}
+	if after != "" {
+		q.After = []byte(after)
+	}
+	if filter != nil {
+		q.Match = func(l *receipt.Leaf) bool {
+			sc, err := fsm.StoredCostOf(l)
+			return err == nil && filter.Matches(&sc.Spec)
+		}
+	}
+	recs, next, err := h.node.CostRecords(ctx, info.AppliedIndex, q)
+	if err != nil {
+		return nil, err
+	}
+	out := &tollgatev1.ListCostsResponse{ReadInfo: readInfo(info)}
+	if next != nil {
+		out.NextPageToken = encodePageToken(string(next))
+	}
+	for _, r := range recs {
+		sc, err := storedCostToWire(r)
+		if err != nil {
+			return nil, err
+		}
+		out.Costs = append(out.Costs, sc)
 	}
 	return connect.NewResponse(out), nil
 }

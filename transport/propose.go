@@ -26,6 +26,7 @@ type Node interface {
 	ClusterAdmin
 	InternalNode
 	ReceiptNode
+	CostNode
 }
 
 // ClusterAdmin is the administration a node offers (ClusterService).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
@@ -67,6 +68,19 @@ charged    no budget (no selector matches)
 	wantCLI(t, n.cost("report", "--from", "2030-01-14", "--to", "2030-01-16", "--bucket", "all", "--currency", "USD", "--output", "csv"), 0,
 		"bucket_start,amount,currency,count\n2030-01-14T00:00:00Z,7.70925,USD,2\n")
 
+	// The records as stored, with what they charged.
+	wantCLI(t, n.cost("list", "--from", "2030-01-14", "--to", "2030-01-16"), 0, fmt.Sprintf(`RECORD   OCCURRED              AMOUNT    RESOURCE  SERVICE  LABELS           CHARGED
+c%d-0-0  2030-01-14T23:00:00Z  4.00 GBP  gpu       -        team=data        -
+c%d-0-0  2030-01-15T10:00:00Z  2.50 EUR  llm       -        model=a,team=ml  ml:2.70925 USD
+`, created.LogIndex+3, created.LogIndex+1))
+	wantCLI(t, n.cost("list", "--from", "2030-01-14", "--to", "2030-01-16", "--filter", "team=ml", "--output", "csv"), 0, fmt.Sprintf(
+		"record_id,occurred_at,amount,currency,resource,service,labels,charged\nc%d-0-0,2030-01-15T10:00:00Z,2.50,EUR,llm,,\"model=a,team=ml\",ml:2.70925 USD\n", created.LogIndex+1))
+	r = n.cost("get", fmt.Sprintf("c%d-0-0", created.LogIndex+1))
+	if r.code != 0 || !strings.Contains(r.stdout, "charged   ml:2.70925 USD\n") {
+		t.Errorf("cost get: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	wantCLIError(t, n.cost("get", "c1-0-0"), 1, "error: not_found: cost record \"c1-0-0\" of tenant \"cost-record-report\": no such cost record on this node\n", false)
+
 	// Bad input names the field.
 	wantCLIError(t, n.cost("record", "--resource", "llm", "--amount", "1", "--currency", "EUR", "--label", "team=ml", "--label", "model=b",
 		"--at", "2030-01-15T10:00:00Z", "--label", "x=y", "--label", "resource=z"), 1,
@@ -78,5 +92,22 @@ charged    no budget (no selector matches)
 		"error: invalid_argument: record.occurred_at is 30m after the cluster's time; at most 5m\n", false)
 	wantCLIError(t, n.cost("report", "--from", "2030-01-14", "--to", "2030-01-16", "--currency", "USD", "--output", "csv", "--group-by", "Team"), 1,
 		"error: invalid_argument: group_by[0] \"Team\" has character 'T'; allowed are a-z 0-9 _ . - /\n", false)
-	wantCLIError(t, n.budget("get", "ml", "--output", "csv"), 2, "error: --output csv is for reports (cost report); use table or json here\n", true)
+	wantCLIError(t, n.budget("get", "ml", "--output", "csv"), 2, "error: --output csv is for cost report and cost list; use table or json here\n", true)
+
+	// Anomaly detectors and alerts (the frozen clock closes no bucket, so
+	// there are none to list).
+	wantCLI(t, n.cost("anomaly", "set", "spikes", "--group-by", "team", "--window", "48", "--threshold", "4.5", "--min-amount", "10", "--currency", "USD"), 0,
+		`ID      GROUP BY  BUCKET  WINDOW  THRESHOLD  MIN AMOUNT
+spikes  team      hour    48      4.5        10.00 USD
+`)
+	wantCLI(t, n.cost("anomaly", "list"), 0, `ID      GROUP BY  BUCKET  WINDOW  THRESHOLD  MIN AMOUNT
+spikes  team      hour    48      4.5        10.00 USD
+`)
+	wantCLIError(t, n.cost("anomaly", "set", "bad", "--threshold", "0.5", "--currency", "USD"), 1,
+		"error: invalid_argument: detector.threshold must be between 1 and 1000\n", false)
+	wantCLI(t, runCLI(t, "alert", "list", "--addr", n.addr, "--tenant", n.tenant), 0, "ID  KIND  BY  GROUP  BUCKET  OBSERVED  BASELINE  SCORE\n")
+	r = n.cost("anomaly", "delete", "spikes")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "deleted    spikes\n") {
+		t.Errorf("delete: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }

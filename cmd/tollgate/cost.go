@@ -16,7 +16,7 @@ import (
 	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
 )
 
-func init() { clientCommands = append(clientCommands, newCostCommand, newFxCommand) }
+func init() { clientCommands = append(clientCommands, newCostCommand, newFxCommand, newAlertCommand) }
 
 func costService(c *client.Client) tollgatev1connect.CostServiceClient { return c.Costs }
 
@@ -31,7 +31,7 @@ rates (tollgate fx), and is summed into hourly rollups that reports read.`,
   tollgate cost report --tenant acme --from 2026-11-01 --group-by team,model --bucket day --currency USD
   tollgate cost report --tenant acme --from 2026-11-01 --to 2026-12-01 --bucket week --currency EUR --output csv`))
 	cf := addClientFlags(cmd, true)
-	cmd.AddCommand(newCostRecordCommand(cf), newCostReportCommand(cf))
+	cmd.AddCommand(newCostRecordCommand(cf), newCostListCommand(cf), newCostGetCommand(cf), newCostReportCommand(cf), newCostAnomalyCommand(cf))
 	return cmd
 }
 
@@ -373,6 +373,255 @@ func newFxListCommand(cf *clientFlags) *cobra.Command {
 				fmt.Fprintln(w, "(no rates)")
 			}
 		})
+	}
+	return cmd
+}
+
+func newCostAnomalyCommand(cf *clientFlags) *cobra.Command {
+	cmd := withUsageErrors(newGroupCommand("anomaly",
+		"Set, list and delete cost anomaly detectors",
+		`A detector compares each closed hour or (UTC) day of a group's spend with
+the median of the group's previous --window buckets; spend above the median
+by --threshold robust deviations (1.4826 x the median absolute deviation, at
+least a tenth of the median) and at least --min-amount raises one
+COST_ANOMALY alert (tollgate alert list).`,
+		`  tollgate cost anomaly set llm-spikes --tenant acme --group-by team,model --bucket hour --window 48 --threshold 5 --min-amount 10 --currency USD
+  tollgate cost anomaly list --tenant acme`))
+	cmd.AddCommand(newCostAnomalySetCommand(cf), newCostAnomalyListCommand(cf), newCostAnomalyDeleteCommand(cf))
+	return cmd
+}
+
+func detectorRows(ds []*tollgatev1.AnomalyDetector) [][]string {
+	var rows [][]string
+	for _, d := range ds {
+		rows = append(rows, []string{d.Id, orDash(strings.Join(d.GroupBy, ",")), enumWord(d.Bucket), formatUint(uint64(d.Window)),
+			d.Threshold, d.MinAmount + " " + d.Currency})
+	}
+	return rows
+}
+
+var detectorHeader = []string{"ID", "GROUP BY", "BUCKET", "WINDOW", "THRESHOLD", "MIN AMOUNT"}
+
+func newCostAnomalySetCommand(cf *clientFlags) *cobra.Command {
+	var (
+		d         tollgatev1.AnomalyDetector
+		bucket    = enumFlag[tollgatev1.Bucket]{value: tollgatev1.Bucket_BUCKET_HOUR}
+		requestID string
+	)
+	cmd := &cobra.Command{
+		Use:   "set ID --currency CODE [--group-by KEYS] [--bucket hour|day] [--window N] [--threshold X] [--min-amount A]",
+		Short: "Create or replace a cost anomaly detector",
+		Args:  argsExactly("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlags(cmd, "currency"); err != nil {
+				return err
+			}
+			d.Id, d.Bucket = args[0], bucket.value
+			resp, err := unary(cmd, cf, costService, tollgatev1connect.CostServiceClient.SetAnomalyDetector,
+				&tollgatev1.SetAnomalyDetectorRequest{Tenant: cf.tenant, Detector: &d, RequestId: requestID})
+			if err != nil {
+				return err
+			}
+			return printReply(cmd, cf, resp, func(w io.Writer) {
+				writeTable(w, detectorHeader, detectorRows([]*tollgatev1.AnomalyDetector{resp.Detector}))
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringSliceVar(&d.GroupBy, "group-by", nil, "label keys to judge separately, comma separated (default: the tenant's total)")
+	enumVar(fl, &bucket, "bucket", "hour or day (UTC)")
+	fl.Uint32Var(&d.Window, "window", 24, "buckets in the baseline (3-336)")
+	fl.StringVar(&d.Threshold, "threshold", "5", "robust deviations above the median that alert (1-1000)")
+	fl.StringVar(&d.MinAmount, "min-amount", "0", "buckets with less spend never alert")
+	fl.StringVar(&d.Currency, "currency", "", "currency spend is compared in (required)")
+	addRequestIDFlag(cmd, &requestID)
+	return cmd
+}
+
+func newCostAnomalyListCommand(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: "List the tenant's anomaly detectors", Args: cobra.NoArgs}
+	rf := addReadFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		resp, err := unary(cmd, cf, costService, tollgatev1connect.CostServiceClient.ListAnomalyDetectors,
+			&tollgatev1.ListAnomalyDetectorsRequest{Tenant: cf.tenant, Consistency: rf.consistency.value, MaxStaleness: string(rf.maxStaleness)})
+		if err != nil {
+			return err
+		}
+		return printReply(cmd, cf, resp, func(w io.Writer) { writeTable(w, detectorHeader, detectorRows(resp.Detectors)) })
+	}
+	return cmd
+}
+
+func newCostAnomalyDeleteCommand(cf *clientFlags) *cobra.Command {
+	var requestID string
+	cmd := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete an anomaly detector (its alerts stay)",
+		Args:  argsExactly("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := unary(cmd, cf, costService, tollgatev1connect.CostServiceClient.DeleteAnomalyDetector,
+				&tollgatev1.DeleteAnomalyDetectorRequest{Tenant: cf.tenant, DetectorId: args[0], RequestId: requestID})
+			if err != nil {
+				return err
+			}
+			return printFields(cmd, cf, resp, field{"deleted", args[0]}, field{"log index", formatLogIndex(resp.LogIndex)},
+				field{"receipt", formatReceiptRef(resp.ReceiptRef)})
+		},
+	}
+	addRequestIDFlag(cmd, &requestID)
+	return cmd
+}
+
+func newAlertCommand() *cobra.Command {
+	cmd := withUsageErrors(newGroupCommand("alert",
+		"List alerts the cluster raised",
+		`Alerts are raised inside the replicated state machine from log time (cost
+anomalies today), so every node lists the same alerts in the same order.`,
+		`  tollgate alert list --tenant acme
+  tollgate alert list --tenant acme --kind cost-anomaly --output json`))
+	cf := addClientFlags(cmd, true)
+	cmd.AddCommand(newAlertListCommand(cf))
+	return cmd
+}
+
+func newAlertListCommand(cf *clientFlags) *cobra.Command {
+	var kind enumFlag[tollgatev1.AlertKind]
+	cmd := &cobra.Command{Use: "list", Short: "List the tenant's alerts in the order they were raised", Args: cobra.NoArgs}
+	rf := addReadFlags(cmd)
+	pf := addPageFlags(cmd)
+	enumVar(cmd.Flags(), &kind, "kind", "only alerts of this kind")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		got, err := fetchPages(pf, func(token string) (*tollgatev1.ListAlertsResponse, error) {
+			return unary(cmd, cf, func(c *client.Client) tollgatev1connect.AlertServiceClient { return c.Alerts },
+				tollgatev1connect.AlertServiceClient.ListAlerts, &tollgatev1.ListAlertsRequest{Tenant: cf.tenant, Kind: kind.value,
+					PageSize: pf.size, PageToken: token, Consistency: rf.consistency.value, MaxStaleness: string(rf.maxStaleness)})
+		}, func(all, page *tollgatev1.ListAlertsResponse) {
+			all.Alerts = append(all.Alerts, page.Alerts...)
+			all.NextPageToken = page.NextPageToken
+		})
+		if err != nil {
+			return err
+		}
+		resp := got.all
+		if err := printReply(cmd, cf, resp, func(w io.Writer) {
+			var rows [][]string
+			for _, a := range resp.Alerts {
+				rows = append(rows, []string{a.Id, enumWord(a.Kind), a.ObjectId, orDash(strings.Join(a.Group, ",")),
+					formatTime(a.BucketStart), a.Observed + " " + a.Currency, a.Baseline, a.Score})
+			}
+			writeTable(w, []string{"ID", "KIND", "BY", "GROUP", "BUCKET", "OBSERVED", "BASELINE", "SCORE"}, rows)
+		}); err != nil {
+			return err
+		}
+		return got.finish(cmd, cf, resp.NextPageToken)
+	}
+	return cmd
+}
+
+func storedCostRows(costs []*tollgatev1.StoredCost) [][]string {
+	var rows [][]string
+	for _, c := range costs {
+		var labels []string
+		for k, v := range c.Record.GetLabels() {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		var charged []string
+		for _, ch := range c.Charges {
+			charged = append(charged, ch.BudgetId+":"+ch.Amount+" "+ch.Currency)
+		}
+		rows = append(rows, []string{c.RecordId, formatTime(c.Record.GetOccurredAt()), c.Record.GetAmount() + " " + c.Record.GetCurrency(),
+			c.Record.GetResource(), orDash(c.Record.GetService()), orDash(strings.Join(labels, ",")), orDash(strings.Join(charged, ","))})
+	}
+	return rows
+}
+
+var storedCostHeader = []string{"RECORD", "OCCURRED", "AMOUNT", "RESOURCE", "SERVICE", "LABELS", "CHARGED"}
+
+func newCostListCommand(cf *clientFlags) *cobra.Command {
+	var (
+		from, to timeFlag
+		filter   selectorFlag
+	)
+	cmd := &cobra.Command{
+		Use:   "list --from TIME [--to TIME] [--filter KEY=V1|V2]...",
+		Short: "List recorded costs in time order",
+		Long: `List the tenant's recorded costs with occurred_at in [--from, --to), in
+(occurred_at, record id) order, with what each charged. --output csv writes
+one line per record.`,
+		Example: `  tollgate cost list --tenant acme --from 2026-11-27 --filter team=ml --all
+  tollgate cost list --tenant acme --from 2026-11-01 --to 2026-12-01 --all --output csv > november.csv`,
+		Args: cobra.NoArgs,
+	}
+	rf := addReadFlags(cmd)
+	pf := addPageFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := requireFlags(cmd, "from"); err != nil {
+			return err
+		}
+		fromTS, err := from.parse("from", "")
+		if err != nil {
+			return usageErrorf(cmd, "%v", err)
+		}
+		toTS := timestamppb.Now()
+		if to.text != "" {
+			if toTS, err = to.parse("to", ""); err != nil {
+				return usageErrorf(cmd, "%v", err)
+			}
+		}
+		got, err := fetchPages(pf, func(token string) (*tollgatev1.ListCostsResponse, error) {
+			return unary(cmd, cf, costService, tollgatev1connect.CostServiceClient.ListCosts, &tollgatev1.ListCostsRequest{
+				Tenant: cf.tenant, From: fromTS, To: toTS, Filter: filter.sel, PageSize: pf.size, PageToken: token,
+				Consistency: rf.consistency.value, MaxStaleness: string(rf.maxStaleness)})
+		}, func(all, page *tollgatev1.ListCostsResponse) {
+			all.Costs = append(all.Costs, page.Costs...)
+			all.NextPageToken = page.NextPageToken
+		})
+		if err != nil {
+			return err
+		}
+		resp := got.all
+		if cf.output == outputCSV {
+			w := csv.NewWriter(cmd.OutOrStdout())
+			w.Write([]string{"record_id", "occurred_at", "amount", "currency", "resource", "service", "labels", "charged"})
+			for i, r := range storedCostRows(resp.Costs) {
+				c := resp.Costs[i]
+				w.Write([]string{r[0], r[1], c.Record.GetAmount(), c.Record.GetCurrency(), c.Record.GetResource(), c.Record.GetService(), r[5], r[6]})
+			}
+			w.Flush()
+			if err := w.Error(); err != nil {
+				return err
+			}
+		} else if err := printReply(cmd, cf, resp, func(w io.Writer) { writeTable(w, storedCostHeader, storedCostRows(resp.Costs)) }); err != nil {
+			return err
+		}
+		return got.finish(cmd, cf, resp.NextPageToken)
+	}
+	fl := cmd.Flags()
+	fl.Var(&from, "from", "start of the range (inclusive): RFC 3339 or a date (UTC) (required)")
+	fl.Var(&to, "to", "end of the range (exclusive): RFC 3339 or a date (UTC) (default: now)")
+	fl.Var(&filter, "filter", "only records whose label KEY (or resource/service) has one of the values (repeat for more keys)")
+	return cmd
+}
+
+func newCostGetCommand(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "get RECORD_ID",
+		Short:   "Show one recorded cost and what it charged",
+		Example: `  tollgate cost get c1042-0-3 --tenant acme`,
+		Args:    argsExactly("RECORD_ID"),
+	}
+	rf := addReadFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		resp, err := unary(cmd, cf, costService, tollgatev1connect.CostServiceClient.GetCost,
+			&tollgatev1.GetCostRequest{Tenant: cf.tenant, RecordId: args[0], Consistency: rf.consistency.value, MaxStaleness: string(rf.maxStaleness)})
+		if err != nil {
+			return err
+		}
+		row := storedCostRows([]*tollgatev1.StoredCost{resp.Cost})[0]
+		return printFields(cmd, cf, resp, field{"record", row[0]}, field{"occurred", row[1]}, field{"amount", row[2]},
+			field{"resource", row[3]}, field{"service", row[4]}, field{"labels", row[5]}, field{"charged", row[6]},
+			field{"recorded", formatTime(resp.Cost.RecordedAt)}, field{"receipt", formatReceiptRef(resp.Cost.ReceiptRef)})
 	}
 	return cmd
 }

@@ -59,7 +59,7 @@ type field struct {
 func printReply(cmd *cobra.Command, cf *clientFlags, msg proto.Message, table func(w io.Writer)) error {
 	out := cmd.OutOrStdout()
 	if cf.output == outputCSV {
-		return usageErrorf(cmd, "--output csv is for reports (cost report); use table or json here")
+		return usageErrorf(cmd, "--output csv is for cost report and cost list; use table or json here")
 	}
 	if cf.output == outputJSON {
 		b, err := jsonOptions.Marshal(msg)

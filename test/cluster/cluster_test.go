@@ -236,3 +236,13 @@ func TestDeadServerRemovedAfterGrace(t *testing.T) {
 	c.WaitVoters(30*time.Second, "n1", "n2", "n3")
 	c.WaitConverged(30*time.Second, c.Nodes...)
 }
+
+// TestClusterOfOne: a node started the cluster way with --bootstrap-expect 1
+// and a --join list naming only itself bootstraps on its own (it used to
+// wait forever for another gossip member).
+func TestClusterOfOne(t *testing.T) {
+	c := procs.NewCluster(t, 1, procs.Options{})
+	c.StartAll()
+	c.WaitLeader(30 * time.Second)
+	createBudget(t, mustClient(t, c.APIAddrs()), tenant, "solo", "10")
+}

@@ -40,6 +40,7 @@ func TestCostRecordsAcrossNodes(t *testing.T) {
 	rates := map[string]string{"USD": "1", "EUR": "1.0837", "JPY": "0.0067"}
 	sums := map[string]map[string]*big.Int{} // team -> currency -> micros
 	charged := new(big.Int)
+	mlRecords := 0
 	rng := rand.New(rand.NewPCG(7, 7))
 	now := time.Now()
 	for b := 0; b < 30; b++ {
@@ -58,6 +59,7 @@ func TestCostRecordsAcrossNodes(t *testing.T) {
 			}
 			sums[team][cur].Add(sums[team][cur], big.NewInt(micros))
 			if team == "ml" {
+				mlRecords++
 				charged.Add(charged, halfEvenMicros(big.NewInt(micros), rates[cur]))
 			}
 		}
@@ -107,6 +109,33 @@ func TestCostRecordsAcrossNodes(t *testing.T) {
 			t.Errorf("node %s reports %v over %d records, want %v over 1500", n.ID, got, count, want)
 		}
 		reports = append(reports, fmt.Sprint(resp.Msg.Rows))
+		// The raw records, on this node's disk: every ml record once, in
+		// occurred_at order, each with its charge.
+		var listed int
+		var last time.Time
+		token := ""
+		for {
+			page, err := cl.Costs.ListCosts(ctx, connect.NewRequest(&tollgatev1.ListCostsRequest{Tenant: tenant,
+				From: timestamppb.New(now.Add(-2 * time.Hour)), To: timestamppb.New(now.Add(time.Hour)), PageSize: 1000, PageToken: token,
+				Filter:      &tollgatev1.LabelSelector{Match: []*tollgatev1.LabelRequirement{{Key: "team", Values: []string{"ml"}}}},
+				Consistency: tollgatev1.Consistency_CONSISTENCY_STALE}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, sc := range page.Msg.Costs {
+				if at := sc.Record.OccurredAt.AsTime(); at.Before(last) || len(sc.Charges) != 1 || sc.Charges[0].BudgetId != "ml" {
+					t.Fatalf("node %s lists %v out of order or without its charge", n.ID, sc)
+				}
+				last = sc.Record.OccurredAt.AsTime()
+			}
+			listed += len(page.Msg.Costs)
+			if token = page.Msg.NextPageToken; token == "" {
+				break
+			}
+		}
+		if listed != mlRecords {
+			t.Errorf("node %s lists %d ml records, want %d", n.ID, listed, mlRecords)
+		}
 		b, err := cl.Budgets.GetBudget(ctx, connect.NewRequest(&tollgatev1.GetBudgetRequest{Tenant: tenant, BudgetId: "ml",
 			Consistency: tollgatev1.Consistency_CONSISTENCY_STALE}))
 		if err != nil {

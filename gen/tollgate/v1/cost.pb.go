@@ -1130,6 +1130,380 @@ func (x *RecordCostBatchResponse) GetReceiptRef() *ReceiptRef {
 	return nil
 }
 
+// StoredCost is a recorded cost as the cluster keeps it.
+type StoredCost struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RecordId string                 `protobuf:"bytes,1,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	Record   *CostRecord            `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	// What it charged, with the rates used (remaining and thresholds are only
+	// in RecordCost's reply).
+	Charges []*CostCharge `protobuf:"bytes,3,rep,name=charges,proto3" json:"charges,omitempty"`
+	// Log time of the entry that recorded it.
+	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	LogIndex   uint64                 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// Its receipt (ReceiptService.GetReceipt proves it).
+	ReceiptRef    *ReceiptRef `protobuf:"bytes,6,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredCost) Reset() {
+	*x = StoredCost{}
+	mi := &file_tollgate_v1_cost_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredCost) ProtoMessage() {}
+
+func (x *StoredCost) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cost_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredCost.ProtoReflect.Descriptor instead.
+func (*StoredCost) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StoredCost) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
+}
+
+func (x *StoredCost) GetRecord() *CostRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *StoredCost) GetCharges() []*CostCharge {
+	if x != nil {
+		return x.Charges
+	}
+	return nil
+}
+
+func (x *StoredCost) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *StoredCost) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *StoredCost) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+type GetCostRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	RecordId      string                 `protobuf:"bytes,2,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=tollgate.v1.Consistency" json:"consistency,omitempty"`
+	MaxStaleness  string                 `protobuf:"bytes,4,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCostRequest) Reset() {
+	*x = GetCostRequest{}
+	mi := &file_tollgate_v1_cost_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCostRequest) ProtoMessage() {}
+
+func (x *GetCostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cost_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCostRequest.ProtoReflect.Descriptor instead.
+func (*GetCostRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetCostRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GetCostRequest) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
+}
+
+func (x *GetCostRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *GetCostRequest) GetMaxStaleness() string {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return ""
+}
+
+type GetCostResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cost          *StoredCost            `protobuf:"bytes,1,opt,name=cost,proto3" json:"cost,omitempty"`
+	ReadInfo      *ReadInfo              `protobuf:"bytes,2,opt,name=read_info,json=readInfo,proto3" json:"read_info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCostResponse) Reset() {
+	*x = GetCostResponse{}
+	mi := &file_tollgate_v1_cost_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCostResponse) ProtoMessage() {}
+
+func (x *GetCostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cost_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCostResponse.ProtoReflect.Descriptor instead.
+func (*GetCostResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetCostResponse) GetCost() *StoredCost {
+	if x != nil {
+		return x.Cost
+	}
+	return nil
+}
+
+func (x *GetCostResponse) GetReadInfo() *ReadInfo {
+	if x != nil {
+		return x.ReadInfo
+	}
+	return nil
+}
+
+type ListCostsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// occurred_at in [from, to); both required.
+	From *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// Only records this selector matches (labels, resource, service).
+	Filter *LabelSelector `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
+	// 1-1000; default 100. A page may hold fewer records than this when the
+	// filter matches few (at most 100000 records are looked at per page);
+	// continue while next_page_token is set.
+	PageSize      uint32      `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string      `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Consistency   Consistency `protobuf:"varint,7,opt,name=consistency,proto3,enum=tollgate.v1.Consistency" json:"consistency,omitempty"`
+	MaxStaleness  string      `protobuf:"bytes,8,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCostsRequest) Reset() {
+	*x = ListCostsRequest{}
+	mi := &file_tollgate_v1_cost_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCostsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCostsRequest) ProtoMessage() {}
+
+func (x *ListCostsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cost_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCostsRequest.ProtoReflect.Descriptor instead.
+func (*ListCostsRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListCostsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListCostsRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ListCostsRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *ListCostsRequest) GetFilter() *LabelSelector {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ListCostsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListCostsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListCostsRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ListCostsRequest) GetMaxStaleness() string {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return ""
+}
+
+type ListCostsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Costs         []*StoredCost          `protobuf:"bytes,1,rep,name=costs,proto3" json:"costs,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	ReadInfo      *ReadInfo              `protobuf:"bytes,3,opt,name=read_info,json=readInfo,proto3" json:"read_info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCostsResponse) Reset() {
+	*x = ListCostsResponse{}
+	mi := &file_tollgate_v1_cost_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCostsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCostsResponse) ProtoMessage() {}
+
+func (x *ListCostsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_cost_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCostsResponse.ProtoReflect.Descriptor instead.
+func (*ListCostsResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListCostsResponse) GetCosts() []*StoredCost {
+	if x != nil {
+		return x.Costs
+	}
+	return nil
+}
+
+func (x *ListCostsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListCostsResponse) GetReadInfo() *ReadInfo {
+	if x != nil {
+		return x.ReadInfo
+	}
+	return nil
+}
+
 type ReportRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -1157,7 +1531,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[16]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1543,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[16]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1556,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{16}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReportRequest) GetTenant() string {
@@ -1270,7 +1644,7 @@ type ReportRow struct {
 
 func (x *ReportRow) Reset() {
 	*x = ReportRow{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[17]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1656,7 @@ func (x *ReportRow) String() string {
 func (*ReportRow) ProtoMessage() {}
 
 func (x *ReportRow) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[17]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1669,7 @@ func (x *ReportRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRow.ProtoReflect.Descriptor instead.
 func (*ReportRow) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{17}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReportRow) GetBucketStart() *timestamppb.Timestamp {
@@ -1339,7 +1713,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[18]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1725,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[18]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1738,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{18}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportResponse) GetRows() []*ReportRow {
@@ -1414,7 +1788,7 @@ type ExchangeRate struct {
 
 func (x *ExchangeRate) Reset() {
 	*x = ExchangeRate{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[19]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1800,7 @@ func (x *ExchangeRate) String() string {
 func (*ExchangeRate) ProtoMessage() {}
 
 func (x *ExchangeRate) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[19]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1813,7 @@ func (x *ExchangeRate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeRate.ProtoReflect.Descriptor instead.
 func (*ExchangeRate) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{19}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExchangeRate) GetFrom() string {
@@ -1489,7 +1863,7 @@ type SetExchangeRatesRequest struct {
 
 func (x *SetExchangeRatesRequest) Reset() {
 	*x = SetExchangeRatesRequest{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[20]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1875,7 @@ func (x *SetExchangeRatesRequest) String() string {
 func (*SetExchangeRatesRequest) ProtoMessage() {}
 
 func (x *SetExchangeRatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[20]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1888,7 @@ func (x *SetExchangeRatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetExchangeRatesRequest.ProtoReflect.Descriptor instead.
 func (*SetExchangeRatesRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{20}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetExchangeRatesRequest) GetRates() []*ExchangeRate {
@@ -1543,7 +1917,7 @@ type SetExchangeRatesResponse struct {
 
 func (x *SetExchangeRatesResponse) Reset() {
 	*x = SetExchangeRatesResponse{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[21]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1929,7 @@ func (x *SetExchangeRatesResponse) String() string {
 func (*SetExchangeRatesResponse) ProtoMessage() {}
 
 func (x *SetExchangeRatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[21]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1942,7 @@ func (x *SetExchangeRatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetExchangeRatesResponse.ProtoReflect.Descriptor instead.
 func (*SetExchangeRatesResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{21}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetExchangeRatesResponse) GetRates() []*ExchangeRate {
@@ -1602,7 +1976,7 @@ type GetExchangeRatesRequest struct {
 
 func (x *GetExchangeRatesRequest) Reset() {
 	*x = GetExchangeRatesRequest{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[22]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1988,7 @@ func (x *GetExchangeRatesRequest) String() string {
 func (*GetExchangeRatesRequest) ProtoMessage() {}
 
 func (x *GetExchangeRatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[22]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +2001,7 @@ func (x *GetExchangeRatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExchangeRatesRequest.ProtoReflect.Descriptor instead.
 func (*GetExchangeRatesRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{22}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetExchangeRatesRequest) GetConsistency() Consistency {
@@ -1654,7 +2028,7 @@ type GetExchangeRatesResponse struct {
 
 func (x *GetExchangeRatesResponse) Reset() {
 	*x = GetExchangeRatesResponse{}
-	mi := &file_tollgate_v1_cost_proto_msgTypes[23]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +2040,7 @@ func (x *GetExchangeRatesResponse) String() string {
 func (*GetExchangeRatesResponse) ProtoMessage() {}
 
 func (x *GetExchangeRatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_cost_proto_msgTypes[23]
+	mi := &file_tollgate_v1_cost_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +2053,7 @@ func (x *GetExchangeRatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExchangeRatesResponse.ProtoReflect.Descriptor instead.
 func (*GetExchangeRatesResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{23}
+	return file_tollgate_v1_cost_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetExchangeRatesResponse) GetRates() []*ExchangeRate {
@@ -1786,7 +2160,39 @@ const file_tollgate_v1_cost_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2\x19.tollgate.v1.RecordedCostR\aresults\x12\x1b\n" +
 	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
 	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
-	"receiptRef\"\x98\x03\n" +
+	"receiptRef\"\xa1\x02\n" +
+	"\n" +
+	"StoredCost\x12\x1b\n" +
+	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12/\n" +
+	"\x06record\x18\x02 \x01(\v2\x17.tollgate.v1.CostRecordR\x06record\x121\n" +
+	"\acharges\x18\x03 \x03(\v2\x17.tollgate.v1.CostChargeR\acharges\x12;\n" +
+	"\vrecorded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x06 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"\xa6\x01\n" +
+	"\x0eGetCostRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
+	"\trecord_id\x18\x02 \x01(\tR\brecordId\x12:\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x18.tollgate.v1.ConsistencyR\vconsistency\x12#\n" +
+	"\rmax_staleness\x18\x04 \x01(\tR\fmaxStaleness\"r\n" +
+	"\x0fGetCostResponse\x12+\n" +
+	"\x04cost\x18\x01 \x01(\v2\x17.tollgate.v1.StoredCostR\x04cost\x122\n" +
+	"\tread_info\x18\x02 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo\"\xd7\x02\n" +
+	"\x10ListCostsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
+	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x122\n" +
+	"\x06filter\x18\x04 \x01(\v2\x1a.tollgate.v1.LabelSelectorR\x06filter\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12:\n" +
+	"\vconsistency\x18\a \x01(\x0e2\x18.tollgate.v1.ConsistencyR\vconsistency\x12#\n" +
+	"\rmax_staleness\x18\b \x01(\tR\fmaxStaleness\"\x9e\x01\n" +
+	"\x11ListCostsResponse\x12-\n" +
+	"\x05costs\x18\x01 \x03(\v2\x17.tollgate.v1.StoredCostR\x05costs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x122\n" +
+	"\tread_info\x18\x03 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo\"\x98\x03\n" +
 	"\rReportRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
@@ -1838,12 +2244,14 @@ const file_tollgate_v1_cost_proto_rawDesc = "" +
 	"\vBUCKET_WEEK\x10\x03\x12\x10\n" +
 	"\fBUCKET_MONTH\x10\x04\x12\x0e\n" +
 	"\n" +
-	"BUCKET_ALL\x10\x052\x92\x06\n" +
+	"BUCKET_ALL\x10\x052\xae\a\n" +
 	"\vCostService\x12M\n" +
 	"\n" +
 	"RecordCost\x12\x1e.tollgate.v1.RecordCostRequest\x1a\x1f.tollgate.v1.RecordCostResponse\x12\\\n" +
 	"\x0fRecordCostBatch\x12#.tollgate.v1.RecordCostBatchRequest\x1a$.tollgate.v1.RecordCostBatchResponse\x12F\n" +
-	"\x06Report\x12\x1a.tollgate.v1.ReportRequest\x1a\x1b.tollgate.v1.ReportResponse\"\x03\x90\x02\x01\x12_\n" +
+	"\x06Report\x12\x1a.tollgate.v1.ReportRequest\x1a\x1b.tollgate.v1.ReportResponse\"\x03\x90\x02\x01\x12I\n" +
+	"\aGetCost\x12\x1b.tollgate.v1.GetCostRequest\x1a\x1c.tollgate.v1.GetCostResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\tListCosts\x12\x1d.tollgate.v1.ListCostsRequest\x1a\x1e.tollgate.v1.ListCostsResponse\"\x03\x90\x02\x01\x12_\n" +
 	"\x10SetExchangeRates\x12$.tollgate.v1.SetExchangeRatesRequest\x1a%.tollgate.v1.SetExchangeRatesResponse\x12d\n" +
 	"\x10GetExchangeRates\x12$.tollgate.v1.GetExchangeRatesRequest\x1a%.tollgate.v1.GetExchangeRatesResponse\"\x03\x90\x02\x01\x12e\n" +
 	"\x12SetAnomalyDetector\x12&.tollgate.v1.SetAnomalyDetectorRequest\x1a'.tollgate.v1.SetAnomalyDetectorResponse\x12n\n" +
@@ -1863,7 +2271,7 @@ func file_tollgate_v1_cost_proto_rawDescGZIP() []byte {
 }
 
 var file_tollgate_v1_cost_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tollgate_v1_cost_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tollgate_v1_cost_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_tollgate_v1_cost_proto_goTypes = []any{
 	(Bucket)(0),                           // 0: tollgate.v1.Bucket
 	(*AnomalyDetector)(nil),               // 1: tollgate.v1.AnomalyDetector
@@ -1882,75 +2290,97 @@ var file_tollgate_v1_cost_proto_goTypes = []any{
 	(*RecordCostBatchRequest)(nil),        // 14: tollgate.v1.RecordCostBatchRequest
 	(*RecordedCost)(nil),                  // 15: tollgate.v1.RecordedCost
 	(*RecordCostBatchResponse)(nil),       // 16: tollgate.v1.RecordCostBatchResponse
-	(*ReportRequest)(nil),                 // 17: tollgate.v1.ReportRequest
-	(*ReportRow)(nil),                     // 18: tollgate.v1.ReportRow
-	(*ReportResponse)(nil),                // 19: tollgate.v1.ReportResponse
-	(*ExchangeRate)(nil),                  // 20: tollgate.v1.ExchangeRate
-	(*SetExchangeRatesRequest)(nil),       // 21: tollgate.v1.SetExchangeRatesRequest
-	(*SetExchangeRatesResponse)(nil),      // 22: tollgate.v1.SetExchangeRatesResponse
-	(*GetExchangeRatesRequest)(nil),       // 23: tollgate.v1.GetExchangeRatesRequest
-	(*GetExchangeRatesResponse)(nil),      // 24: tollgate.v1.GetExchangeRatesResponse
-	nil,                                   // 25: tollgate.v1.CostRecord.LabelsEntry
-	(*ReceiptRef)(nil),                    // 26: tollgate.v1.ReceiptRef
-	(Consistency)(0),                      // 27: tollgate.v1.Consistency
-	(*ReadInfo)(nil),                      // 28: tollgate.v1.ReadInfo
-	(*timestamppb.Timestamp)(nil),         // 29: google.protobuf.Timestamp
+	(*StoredCost)(nil),                    // 17: tollgate.v1.StoredCost
+	(*GetCostRequest)(nil),                // 18: tollgate.v1.GetCostRequest
+	(*GetCostResponse)(nil),               // 19: tollgate.v1.GetCostResponse
+	(*ListCostsRequest)(nil),              // 20: tollgate.v1.ListCostsRequest
+	(*ListCostsResponse)(nil),             // 21: tollgate.v1.ListCostsResponse
+	(*ReportRequest)(nil),                 // 22: tollgate.v1.ReportRequest
+	(*ReportRow)(nil),                     // 23: tollgate.v1.ReportRow
+	(*ReportResponse)(nil),                // 24: tollgate.v1.ReportResponse
+	(*ExchangeRate)(nil),                  // 25: tollgate.v1.ExchangeRate
+	(*SetExchangeRatesRequest)(nil),       // 26: tollgate.v1.SetExchangeRatesRequest
+	(*SetExchangeRatesResponse)(nil),      // 27: tollgate.v1.SetExchangeRatesResponse
+	(*GetExchangeRatesRequest)(nil),       // 28: tollgate.v1.GetExchangeRatesRequest
+	(*GetExchangeRatesResponse)(nil),      // 29: tollgate.v1.GetExchangeRatesResponse
+	nil,                                   // 30: tollgate.v1.CostRecord.LabelsEntry
+	(*ReceiptRef)(nil),                    // 31: tollgate.v1.ReceiptRef
+	(Consistency)(0),                      // 32: tollgate.v1.Consistency
+	(*ReadInfo)(nil),                      // 33: tollgate.v1.ReadInfo
+	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
 }
 var file_tollgate_v1_cost_proto_depIdxs = []int32{
 	0,  // 0: tollgate.v1.AnomalyDetector.bucket:type_name -> tollgate.v1.Bucket
 	1,  // 1: tollgate.v1.SetAnomalyDetectorRequest.detector:type_name -> tollgate.v1.AnomalyDetector
 	1,  // 2: tollgate.v1.SetAnomalyDetectorResponse.detector:type_name -> tollgate.v1.AnomalyDetector
-	26, // 3: tollgate.v1.SetAnomalyDetectorResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	26, // 4: tollgate.v1.DeleteAnomalyDetectorResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	27, // 5: tollgate.v1.ListAnomalyDetectorsRequest.consistency:type_name -> tollgate.v1.Consistency
+	31, // 3: tollgate.v1.SetAnomalyDetectorResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	31, // 4: tollgate.v1.DeleteAnomalyDetectorResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 5: tollgate.v1.ListAnomalyDetectorsRequest.consistency:type_name -> tollgate.v1.Consistency
 	1,  // 6: tollgate.v1.ListAnomalyDetectorsResponse.detectors:type_name -> tollgate.v1.AnomalyDetector
-	28, // 7: tollgate.v1.ListAnomalyDetectorsResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	33, // 7: tollgate.v1.ListAnomalyDetectorsResponse.read_info:type_name -> tollgate.v1.ReadInfo
 	9,  // 8: tollgate.v1.LabelSelector.match:type_name -> tollgate.v1.LabelRequirement
-	25, // 9: tollgate.v1.CostRecord.labels:type_name -> tollgate.v1.CostRecord.LabelsEntry
-	29, // 10: tollgate.v1.CostRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	30, // 9: tollgate.v1.CostRecord.labels:type_name -> tollgate.v1.CostRecord.LabelsEntry
+	34, // 10: tollgate.v1.CostRecord.occurred_at:type_name -> google.protobuf.Timestamp
 	10, // 11: tollgate.v1.RecordCostRequest.record:type_name -> tollgate.v1.CostRecord
 	11, // 12: tollgate.v1.RecordCostResponse.charges:type_name -> tollgate.v1.CostCharge
-	26, // 13: tollgate.v1.RecordCostResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	31, // 13: tollgate.v1.RecordCostResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
 	10, // 14: tollgate.v1.RecordCostBatchRequest.records:type_name -> tollgate.v1.CostRecord
 	11, // 15: tollgate.v1.RecordedCost.charges:type_name -> tollgate.v1.CostCharge
 	15, // 16: tollgate.v1.RecordCostBatchResponse.results:type_name -> tollgate.v1.RecordedCost
-	26, // 17: tollgate.v1.RecordCostBatchResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	29, // 18: tollgate.v1.ReportRequest.from:type_name -> google.protobuf.Timestamp
-	29, // 19: tollgate.v1.ReportRequest.to:type_name -> google.protobuf.Timestamp
-	0,  // 20: tollgate.v1.ReportRequest.bucket:type_name -> tollgate.v1.Bucket
-	8,  // 21: tollgate.v1.ReportRequest.filter:type_name -> tollgate.v1.LabelSelector
-	27, // 22: tollgate.v1.ReportRequest.consistency:type_name -> tollgate.v1.Consistency
-	29, // 23: tollgate.v1.ReportRow.bucket_start:type_name -> google.protobuf.Timestamp
-	18, // 24: tollgate.v1.ReportResponse.rows:type_name -> tollgate.v1.ReportRow
-	28, // 25: tollgate.v1.ReportResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	29, // 26: tollgate.v1.ExchangeRate.set_at:type_name -> google.protobuf.Timestamp
-	20, // 27: tollgate.v1.SetExchangeRatesRequest.rates:type_name -> tollgate.v1.ExchangeRate
-	20, // 28: tollgate.v1.SetExchangeRatesResponse.rates:type_name -> tollgate.v1.ExchangeRate
-	26, // 29: tollgate.v1.SetExchangeRatesResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	27, // 30: tollgate.v1.GetExchangeRatesRequest.consistency:type_name -> tollgate.v1.Consistency
-	20, // 31: tollgate.v1.GetExchangeRatesResponse.rates:type_name -> tollgate.v1.ExchangeRate
-	28, // 32: tollgate.v1.GetExchangeRatesResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	12, // 33: tollgate.v1.CostService.RecordCost:input_type -> tollgate.v1.RecordCostRequest
-	14, // 34: tollgate.v1.CostService.RecordCostBatch:input_type -> tollgate.v1.RecordCostBatchRequest
-	17, // 35: tollgate.v1.CostService.Report:input_type -> tollgate.v1.ReportRequest
-	21, // 36: tollgate.v1.CostService.SetExchangeRates:input_type -> tollgate.v1.SetExchangeRatesRequest
-	23, // 37: tollgate.v1.CostService.GetExchangeRates:input_type -> tollgate.v1.GetExchangeRatesRequest
-	2,  // 38: tollgate.v1.CostService.SetAnomalyDetector:input_type -> tollgate.v1.SetAnomalyDetectorRequest
-	4,  // 39: tollgate.v1.CostService.DeleteAnomalyDetector:input_type -> tollgate.v1.DeleteAnomalyDetectorRequest
-	6,  // 40: tollgate.v1.CostService.ListAnomalyDetectors:input_type -> tollgate.v1.ListAnomalyDetectorsRequest
-	13, // 41: tollgate.v1.CostService.RecordCost:output_type -> tollgate.v1.RecordCostResponse
-	16, // 42: tollgate.v1.CostService.RecordCostBatch:output_type -> tollgate.v1.RecordCostBatchResponse
-	19, // 43: tollgate.v1.CostService.Report:output_type -> tollgate.v1.ReportResponse
-	22, // 44: tollgate.v1.CostService.SetExchangeRates:output_type -> tollgate.v1.SetExchangeRatesResponse
-	24, // 45: tollgate.v1.CostService.GetExchangeRates:output_type -> tollgate.v1.GetExchangeRatesResponse
-	3,  // 46: tollgate.v1.CostService.SetAnomalyDetector:output_type -> tollgate.v1.SetAnomalyDetectorResponse
-	5,  // 47: tollgate.v1.CostService.DeleteAnomalyDetector:output_type -> tollgate.v1.DeleteAnomalyDetectorResponse
-	7,  // 48: tollgate.v1.CostService.ListAnomalyDetectors:output_type -> tollgate.v1.ListAnomalyDetectorsResponse
-	41, // [41:49] is the sub-list for method output_type
-	33, // [33:41] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	31, // 17: tollgate.v1.RecordCostBatchResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	10, // 18: tollgate.v1.StoredCost.record:type_name -> tollgate.v1.CostRecord
+	11, // 19: tollgate.v1.StoredCost.charges:type_name -> tollgate.v1.CostCharge
+	34, // 20: tollgate.v1.StoredCost.recorded_at:type_name -> google.protobuf.Timestamp
+	31, // 21: tollgate.v1.StoredCost.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 22: tollgate.v1.GetCostRequest.consistency:type_name -> tollgate.v1.Consistency
+	17, // 23: tollgate.v1.GetCostResponse.cost:type_name -> tollgate.v1.StoredCost
+	33, // 24: tollgate.v1.GetCostResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	34, // 25: tollgate.v1.ListCostsRequest.from:type_name -> google.protobuf.Timestamp
+	34, // 26: tollgate.v1.ListCostsRequest.to:type_name -> google.protobuf.Timestamp
+	8,  // 27: tollgate.v1.ListCostsRequest.filter:type_name -> tollgate.v1.LabelSelector
+	32, // 28: tollgate.v1.ListCostsRequest.consistency:type_name -> tollgate.v1.Consistency
+	17, // 29: tollgate.v1.ListCostsResponse.costs:type_name -> tollgate.v1.StoredCost
+	33, // 30: tollgate.v1.ListCostsResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	34, // 31: tollgate.v1.ReportRequest.from:type_name -> google.protobuf.Timestamp
+	34, // 32: tollgate.v1.ReportRequest.to:type_name -> google.protobuf.Timestamp
+	0,  // 33: tollgate.v1.ReportRequest.bucket:type_name -> tollgate.v1.Bucket
+	8,  // 34: tollgate.v1.ReportRequest.filter:type_name -> tollgate.v1.LabelSelector
+	32, // 35: tollgate.v1.ReportRequest.consistency:type_name -> tollgate.v1.Consistency
+	34, // 36: tollgate.v1.ReportRow.bucket_start:type_name -> google.protobuf.Timestamp
+	23, // 37: tollgate.v1.ReportResponse.rows:type_name -> tollgate.v1.ReportRow
+	33, // 38: tollgate.v1.ReportResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	34, // 39: tollgate.v1.ExchangeRate.set_at:type_name -> google.protobuf.Timestamp
+	25, // 40: tollgate.v1.SetExchangeRatesRequest.rates:type_name -> tollgate.v1.ExchangeRate
+	25, // 41: tollgate.v1.SetExchangeRatesResponse.rates:type_name -> tollgate.v1.ExchangeRate
+	31, // 42: tollgate.v1.SetExchangeRatesResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 43: tollgate.v1.GetExchangeRatesRequest.consistency:type_name -> tollgate.v1.Consistency
+	25, // 44: tollgate.v1.GetExchangeRatesResponse.rates:type_name -> tollgate.v1.ExchangeRate
+	33, // 45: tollgate.v1.GetExchangeRatesResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	12, // 46: tollgate.v1.CostService.RecordCost:input_type -> tollgate.v1.RecordCostRequest
+	14, // 47: tollgate.v1.CostService.RecordCostBatch:input_type -> tollgate.v1.RecordCostBatchRequest
+	22, // 48: tollgate.v1.CostService.Report:input_type -> tollgate.v1.ReportRequest
+	18, // 49: tollgate.v1.CostService.GetCost:input_type -> tollgate.v1.GetCostRequest
+	20, // 50: tollgate.v1.CostService.ListCosts:input_type -> tollgate.v1.ListCostsRequest
+	26, // 51: tollgate.v1.CostService.SetExchangeRates:input_type -> tollgate.v1.SetExchangeRatesRequest
+	28, // 52: tollgate.v1.CostService.GetExchangeRates:input_type -> tollgate.v1.GetExchangeRatesRequest
+	2,  // 53: tollgate.v1.CostService.SetAnomalyDetector:input_type -> tollgate.v1.SetAnomalyDetectorRequest
+	4,  // 54: tollgate.v1.CostService.DeleteAnomalyDetector:input_type -> tollgate.v1.DeleteAnomalyDetectorRequest
+	6,  // 55: tollgate.v1.CostService.ListAnomalyDetectors:input_type -> tollgate.v1.ListAnomalyDetectorsRequest
+	13, // 56: tollgate.v1.CostService.RecordCost:output_type -> tollgate.v1.RecordCostResponse
+	16, // 57: tollgate.v1.CostService.RecordCostBatch:output_type -> tollgate.v1.RecordCostBatchResponse
+	24, // 58: tollgate.v1.CostService.Report:output_type -> tollgate.v1.ReportResponse
+	19, // 59: tollgate.v1.CostService.GetCost:output_type -> tollgate.v1.GetCostResponse
+	21, // 60: tollgate.v1.CostService.ListCosts:output_type -> tollgate.v1.ListCostsResponse
+	27, // 61: tollgate.v1.CostService.SetExchangeRates:output_type -> tollgate.v1.SetExchangeRatesResponse
+	29, // 62: tollgate.v1.CostService.GetExchangeRates:output_type -> tollgate.v1.GetExchangeRatesResponse
+	3,  // 63: tollgate.v1.CostService.SetAnomalyDetector:output_type -> tollgate.v1.SetAnomalyDetectorResponse
+	5,  // 64: tollgate.v1.CostService.DeleteAnomalyDetector:output_type -> tollgate.v1.DeleteAnomalyDetectorResponse
+	7,  // 65: tollgate.v1.CostService.ListAnomalyDetectors:output_type -> tollgate.v1.ListAnomalyDetectorsResponse
+	56, // [56:66] is the sub-list for method output_type
+	46, // [46:56] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_cost_proto_init() }
@@ -1966,7 +2396,7 @@ func file_tollgate_v1_cost_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_v1_cost_proto_rawDesc), len(file_tollgate_v1_cost_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

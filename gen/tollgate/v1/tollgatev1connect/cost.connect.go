@@ -40,6 +40,10 @@ const (
 	CostServiceRecordCostBatchProcedure = "/tollgate.v1.CostService/RecordCostBatch"
 	// CostServiceReportProcedure is the fully-qualified name of the CostService's Report RPC.
 	CostServiceReportProcedure = "/tollgate.v1.CostService/Report"
+	// CostServiceGetCostProcedure is the fully-qualified name of the CostService's GetCost RPC.
+	CostServiceGetCostProcedure = "/tollgate.v1.CostService/GetCost"
+	// CostServiceListCostsProcedure is the fully-qualified name of the CostService's ListCosts RPC.
+	CostServiceListCostsProcedure = "/tollgate.v1.CostService/ListCosts"
 	// CostServiceSetExchangeRatesProcedure is the fully-qualified name of the CostService's
 	// SetExchangeRates RPC.
 	CostServiceSetExchangeRatesProcedure = "/tollgate.v1.CostService/SetExchangeRates"
@@ -67,6 +71,12 @@ type CostServiceClient interface {
 	// Report sums a tenant's costs over a time range, grouped by labels and
 	// time buckets, in one currency.
 	Report(context.Context, *connect.Request[v1.ReportRequest]) (*connect.Response[v1.ReportResponse], error)
+	// GetCost returns one recorded cost by its record id.
+	GetCost(context.Context, *connect.Request[v1.GetCostRequest]) (*connect.Response[v1.GetCostResponse], error)
+	// ListCosts lists recorded costs in (occurred_at, record id) order. The
+	// records are kept on each node's disk (in its receipt store, the signed
+	// leaf of each record), as long as its receipts are.
+	ListCosts(context.Context, *connect.Request[v1.ListCostsRequest]) (*connect.Response[v1.ListCostsResponse], error)
 	// SetExchangeRates sets rates in the cluster's table (cluster-wide).
 	SetExchangeRates(context.Context, *connect.Request[v1.SetExchangeRatesRequest]) (*connect.Response[v1.SetExchangeRatesResponse], error)
 	GetExchangeRates(context.Context, *connect.Request[v1.GetExchangeRatesRequest]) (*connect.Response[v1.GetExchangeRatesResponse], error)
@@ -110,6 +120,20 @@ func NewCostServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getCost: connect.NewClient[v1.GetCostRequest, v1.GetCostResponse](
+			httpClient,
+			baseURL+CostServiceGetCostProcedure,
+			connect.WithSchema(costServiceMethods.ByName("GetCost")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listCosts: connect.NewClient[v1.ListCostsRequest, v1.ListCostsResponse](
+			httpClient,
+			baseURL+CostServiceListCostsProcedure,
+			connect.WithSchema(costServiceMethods.ByName("ListCosts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		setExchangeRates: connect.NewClient[v1.SetExchangeRatesRequest, v1.SetExchangeRatesResponse](
 			httpClient,
 			baseURL+CostServiceSetExchangeRatesProcedure,
@@ -150,6 +174,8 @@ type costServiceClient struct {
 	recordCost            *connect.Client[v1.RecordCostRequest, v1.RecordCostResponse]
 	recordCostBatch       *connect.Client[v1.RecordCostBatchRequest, v1.RecordCostBatchResponse]
 	report                *connect.Client[v1.ReportRequest, v1.ReportResponse]
+	getCost               *connect.Client[v1.GetCostRequest, v1.GetCostResponse]
+	listCosts             *connect.Client[v1.ListCostsRequest, v1.ListCostsResponse]
 	setExchangeRates      *connect.Client[v1.SetExchangeRatesRequest, v1.SetExchangeRatesResponse]
 	getExchangeRates      *connect.Client[v1.GetExchangeRatesRequest, v1.GetExchangeRatesResponse]
 	setAnomalyDetector    *connect.Client[v1.SetAnomalyDetectorRequest, v1.SetAnomalyDetectorResponse]
@@ -170,6 +196,16 @@ func (c *costServiceClient) RecordCostBatch(ctx context.Context, req *connect.Re
 // Report calls tollgate.v1.CostService.Report.
 func (c *costServiceClient) Report(ctx context.Context, req *connect.Request[v1.ReportRequest]) (*connect.Response[v1.ReportResponse], error) {
 	return c.report.CallUnary(ctx, req)
+}
+
+// GetCost calls tollgate.v1.CostService.GetCost.
+func (c *costServiceClient) GetCost(ctx context.Context, req *connect.Request[v1.GetCostRequest]) (*connect.Response[v1.GetCostResponse], error) {
+	return c.getCost.CallUnary(ctx, req)
+}
+
+// ListCosts calls tollgate.v1.CostService.ListCosts.
+func (c *costServiceClient) ListCosts(ctx context.Context, req *connect.Request[v1.ListCostsRequest]) (*connect.Response[v1.ListCostsResponse], error) {
+	return c.listCosts.CallUnary(ctx, req)
 }
 
 // SetExchangeRates calls tollgate.v1.CostService.SetExchangeRates.
@@ -207,6 +243,12 @@ type CostServiceHandler interface {
 	// Report sums a tenant's costs over a time range, grouped by labels and
 	// time buckets, in one currency.
 	Report(context.Context, *connect.Request[v1.ReportRequest]) (*connect.Response[v1.ReportResponse], error)
+	// GetCost returns one recorded cost by its record id.
+	GetCost(context.Context, *connect.Request[v1.GetCostRequest]) (*connect.Response[v1.GetCostResponse], error)
+	// ListCosts lists recorded costs in (occurred_at, record id) order. The
+	// records are kept on each node's disk (in its receipt store, the signed
+	// leaf of each record), as long as its receipts are.
+	ListCosts(context.Context, *connect.Request[v1.ListCostsRequest]) (*connect.Response[v1.ListCostsResponse], error)
 	// SetExchangeRates sets rates in the cluster's table (cluster-wide).
 	SetExchangeRates(context.Context, *connect.Request[v1.SetExchangeRatesRequest]) (*connect.Response[v1.SetExchangeRatesResponse], error)
 	GetExchangeRates(context.Context, *connect.Request[v1.GetExchangeRatesRequest]) (*connect.Response[v1.GetExchangeRatesResponse], error)
@@ -243,6 +285,20 @@ func NewCostServiceHandler(svc CostServiceHandler, opts ...connect.HandlerOption
 		CostServiceReportProcedure,
 		svc.Report,
 		connect.WithSchema(costServiceMethods.ByName("Report")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	costServiceGetCostHandler := connect.NewUnaryHandler(
+		CostServiceGetCostProcedure,
+		svc.GetCost,
+		connect.WithSchema(costServiceMethods.ByName("GetCost")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	costServiceListCostsHandler := connect.NewUnaryHandler(
+		CostServiceListCostsProcedure,
+		svc.ListCosts,
+		connect.WithSchema(costServiceMethods.ByName("ListCosts")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -286,6 +342,10 @@ func NewCostServiceHandler(svc CostServiceHandler, opts ...connect.HandlerOption
 			costServiceRecordCostBatchHandler.ServeHTTP(w, r)
 		case CostServiceReportProcedure:
 			costServiceReportHandler.ServeHTTP(w, r)
+		case CostServiceGetCostProcedure:
+			costServiceGetCostHandler.ServeHTTP(w, r)
+		case CostServiceListCostsProcedure:
+			costServiceListCostsHandler.ServeHTTP(w, r)
 		case CostServiceSetExchangeRatesProcedure:
 			costServiceSetExchangeRatesHandler.ServeHTTP(w, r)
 		case CostServiceGetExchangeRatesProcedure:
@@ -315,6 +375,14 @@ func (UnimplementedCostServiceHandler) RecordCostBatch(context.Context, *connect
 
 func (UnimplementedCostServiceHandler) Report(context.Context, *connect.Request[v1.ReportRequest]) (*connect.Response[v1.ReportResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.CostService.Report is not implemented"))
+}
+
+func (UnimplementedCostServiceHandler) GetCost(context.Context, *connect.Request[v1.GetCostRequest]) (*connect.Response[v1.GetCostResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.CostService.GetCost is not implemented"))
+}
+
+func (UnimplementedCostServiceHandler) ListCosts(context.Context, *connect.Request[v1.ListCostsRequest]) (*connect.Response[v1.ListCostsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.CostService.ListCosts is not implemented"))
 }
 
 func (UnimplementedCostServiceHandler) SetExchangeRates(context.Context, *connect.Request[v1.SetExchangeRatesRequest]) (*connect.Response[v1.SetExchangeRatesResponse], error) {
