@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	pngpkg "image/png"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -67,6 +70,22 @@ charged    no budget (no selector matches)
 `)
 	wantCLI(t, n.cost("report", "--from", "2030-01-14", "--to", "2030-01-16", "--bucket", "all", "--currency", "USD", "--output", "csv"), 0,
 		"bucket_start,amount,currency,count\n2030-01-14T00:00:00Z,7.70925,USD,2\n")
+
+	// --plot draws the same rows into a PNG beside the table.
+	png := filepath.Join(t.TempDir(), "spend.png")
+	r = n.cost("report", "--from", "2030-01-14", "--to", "2030-01-16", "--group-by", "team", "--bucket", "hour", "--currency", "USD", "--plot", png)
+	if r.code != 0 {
+		t.Fatalf("report --plot: exit %d %s", r.code, r.stderr)
+	}
+	f, err := os.Open(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := pngpkg.Decode(f)
+	f.Close()
+	if err != nil || img.Bounds().Dx() < 500 {
+		t.Errorf("--plot wrote no usable PNG: %v", err)
+	}
 
 	// The records as stored, with what they charged.
 	wantCLI(t, n.cost("list", "--from", "2030-01-14", "--to", "2030-01-16"), 0, fmt.Sprintf(`RECORD   OCCURRED              AMOUNT    RESOURCE  SERVICE  LABELS           CHARGED

@@ -211,6 +211,7 @@ func newCostReportCommand(cf *clientFlags) *cobra.Command {
 		timezone string
 		currency string
 		filter   selectorFlag
+		plotPath string
 	)
 	cmd := &cobra.Command{
 		Use:   "report --from TIME --currency CODE [--to TIME] [--group-by KEYS] [--bucket B]",
@@ -222,7 +223,8 @@ with the cluster's exchange rates. --output csv writes bucket, group keys,
 amount and count as CSV; json the API's reply.`,
 		Example: `  tollgate cost report --tenant acme --from 2026-11-01 --group-by team,model --bucket day --currency USD
   tollgate cost report --tenant acme --from 2026-11-01 --to 2026-12-01 --bucket all --group-by resource --currency EUR --filter team=ml|data
-  tollgate cost report --tenant acme --from 2026-11-20T00:00:00Z --bucket hour --currency USD --output csv > costs.csv`,
+  tollgate cost report --tenant acme --from 2026-11-20T00:00:00Z --bucket hour --currency USD --output csv > costs.csv
+  tollgate cost report --tenant acme --from 2026-11-01 --group-by team --bucket day --currency USD --plot spend.png`,
 		Args: cobra.NoArgs,
 	}
 	rf := addReadFlags(cmd)
@@ -250,6 +252,11 @@ amount and count as CSV; json the API's reply.`,
 		loc := time.UTC
 		if timezone != "" {
 			loc, _ = time.LoadLocation(timezone) // the server accepted it
+		}
+		if plotPath != "" {
+			if err := plotReport(plotPath, resp, groupBy, loc); err != nil {
+				return &exitError{code: exitFailure, msg: "error: " + err.Error()}
+			}
 		}
 		header := append(append([]string{"BUCKET"}, upper(groupBy)...), "AMOUNT "+currency, "RECORDS")
 		var rows [][]string
@@ -286,6 +293,7 @@ amount and count as CSV; json the API's reply.`,
 	fl.StringVar(&timezone, "timezone", "", `IANA timezone of the buckets and of date-only --from/--to (default "UTC")`)
 	fl.StringVar(&currency, "currency", "", "currency of the totals (required)")
 	fl.Var(&filter, "filter", "only records whose label KEY has one of the values (repeat for more keys)")
+	fl.StringVar(&plotPath, "plot", "", "also draw spend over time per group into this PNG file (the 10 largest groups; the rest as other)")
 	return cmd
 }
 
