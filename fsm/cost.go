@@ -212,9 +212,60 @@ type CostCharge struct {
 // CostResult is one recorded cost.
 type CostResult struct {
 	// ID is "c<log index>-<command position>-<item>", unique in the
-	// cluster.
-	ID      string       `msgpack:"id"`
+	// cluster (derived, not encoded).
+	ID      string       `msgpack:"-"`
 	Charges []CostCharge `msgpack:"ch,omitempty"`
+}
+
+// ItemCharges are the charges of one record of a batch.
+type ItemCharges struct {
+	Item    uint32       `msgpack:"i"`
+	Charges []CostCharge `msgpack:"c"`
+}
+
+func costID(index uint64, pos, item uint32) string {
+	return "c" + strconv.FormatUint(index, 10) + "-" + strconv.FormatUint(uint64(pos), 10) + "-" + strconv.FormatUint(uint64(item), 10)
+}
+
+// fillCostIDs derives the records' ids after decoding.
+func (r *Result) fillCostIDs() {
+	for i := range r.Costs {
+		r.Costs[i].ID = costID(r.Index, r.CostPos, uint32(i))
+	}
+}
+
+// compactForIdem returns r as the idempotency table keeps it: a cost batch
+// as its count and the charges of the records that charged something.
+func compactForIdem(r Result) Result {
+	if r.Costs == nil {
+		return r
+	}
+	c := r
+	c.CostCount = uint32(len(r.Costs))
+	for i, cr := range r.Costs {
+		if len(cr.Charges) > 0 {
+			c.CostCharged = append(c.CostCharged, ItemCharges{Item: uint32(i), Charges: cr.Charges})
+		}
+	}
+	c.Costs = nil
+	return c
+}
+
+// expandFromIdem is the inverse of compactForIdem.
+func expandFromIdem(r Result) Result {
+	if r.CostCount == 0 {
+		return r
+	}
+	e := r
+	e.Costs = make([]CostResult, r.CostCount)
+	for _, ic := range r.CostCharged {
+		if int(ic.Item) < len(e.Costs) {
+			e.Costs[ic.Item].Charges = ic.Charges
+		}
+	}
+	e.CostCount, e.CostCharged = 0, nil
+	e.fillCostIDs()
+	return e
 }
 
 // exchangeKey names a rate.
@@ -702,7 +753,7 @@ func (s *state) recordCost(ctx applyCtx, c *RecordCost) Result {
 	out := make([]CostResult, len(c.Costs))
 	for i := range c.Costs {
 		cs := &c.Costs[i]
-		res := CostResult{ID: fmt.Sprintf("c%d-%d-%d", ctx.index, ctx.pos, i)}
+		res := CostResult{ID: costID(ctx.index, uint32(ctx.pos), uint32(i))}
 		for _, p := range plans[i] {
 			p.b.SpentMicros += p.amount
 			ch := CostCharge{BudgetID: p.b.Spec.ID, Currency: p.b.Spec.Currency, AmountMicros: p.amount,
@@ -715,7 +766,7 @@ func (s *state) recordCost(ctx applyCtx, c *RecordCost) Result {
 		s.addToRollup(c.Tenant, cs)
 		out[i] = res
 	}
-	return Result{Costs: out}
+	return Result{Costs: out, CostPos: uint32(ctx.pos)}
 }
 
 func (s *state) addToRollup(tenant string, c *CostSpec) {

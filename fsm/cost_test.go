@@ -146,8 +146,16 @@ func TestRecordCostChargesMatchingBudgets(t *testing.T) {
 	// Idempotent: the retry replays the first result and charges nothing.
 	first := h.ok(t0, &fsm.RecordCost{Tenant: tenant, RequestID: "r1", Costs: []fsm.CostSpec{cost(t, "1", "USD", "llm", t0, "team", "ml")}})
 	again := h.one(t0+1000, &fsm.RecordCost{Tenant: tenant, RequestID: "r1", Costs: []fsm.CostSpec{cost(t, "1", "USD", "llm", t0, "team", "ml")}})
-	if !again.Replayed || again.Costs[0].ID != first.Costs[0].ID {
-		t.Errorf("retry: replayed %v id %s, want the first %s", again.Replayed, again.Costs[0].ID, first.Costs[0].ID)
+	if !again.Replayed || again.Costs[0].ID != first.Costs[0].ID || first.Costs[0].ID != fmt.Sprintf("c%d-0-0", first.Index) ||
+		fmt.Sprint(again.Costs) != fmt.Sprint(first.Costs) {
+		t.Errorf("retry: replayed %v %+v, want the first %+v", again.Replayed, again.Costs, first.Costs)
+	}
+	// The same replay from a restored copy (the idempotency table keeps a
+	// compact form of cost results and the ids are derived).
+	c := h.restoredCopy()
+	again = c.one(t0+2000, &fsm.RecordCost{Tenant: tenant, RequestID: "r1", Costs: []fsm.CostSpec{cost(t, "1", "USD", "llm", t0, "team", "ml")}})
+	if !again.Replayed || fmt.Sprint(again.Costs) != fmt.Sprint(first.Costs) {
+		t.Errorf("retry on a restored copy: %+v, want %+v", again.Costs, first.Costs)
 	}
 	if s := h.spent(t0, "ml"); s != usd(t, "3.70925") {
 		t.Errorf("ml spent %d after a retried record, want 3.70925", s)

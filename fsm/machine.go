@@ -130,7 +130,7 @@ func (s *state) applyIdempotent(ctx applyCtx, c Command, raw []byte) Result {
 			return Result{Index: ctx.index, Err: errorf(CodeFailedPrecondition,
 				"request_id %q was already used in tenant %q for a different request", requestID, tenant)}
 		}
-		r := rec.Result
+		r := expandFromIdem(rec.Result)
 		r.Replayed = true
 		return r
 	}
@@ -139,7 +139,7 @@ func (s *state) applyIdempotent(ctx applyCtx, c Command, raw []byte) Result {
 			"the idempotency table holds its maximum of %d request ids; retry later", IdempotencyEntriesMax)}
 	}
 	r := s.applyFirst(ctx, c)
-	s.idem.put(&idemRecord{Tenant: tenant, RequestID: requestID, Fingerprint: fp, AtMs: ctx.nowMs, Result: r})
+	s.idem.put(&idemRecord{Tenant: tenant, RequestID: requestID, Fingerprint: fp, AtMs: ctx.nowMs, Result: compactForIdem(r)})
 	return r
 }
 

@@ -15,8 +15,15 @@ type Result struct {
 	Policy *Policy       `msgpack:"p,omitempty"`
 	Rate   *RateResult   `msgpack:"r,omitempty"`
 	Delete *DeleteResult `msgpack:"d,omitempty"`
-	// Costs are the records of a RecordCost, in order.
+	// Costs are the records of a RecordCost, in order. Their ids are not
+	// encoded: they follow from Index, CostPos and the item (fillCostIDs).
 	Costs []CostResult `msgpack:"co,omitempty"`
+	// CostPos is the RecordCost's position in its entry.
+	CostPos uint32 `msgpack:"cp,omitempty"`
+	// CostCount and CostCharged hold Costs compactly in the idempotency
+	// table (records without charges take no space there).
+	CostCount   uint32        `msgpack:"cn,omitempty"`
+	CostCharged []ItemCharges `msgpack:"cc,omitempty"`
 	// Detector is the detector a SetAnomalyDetector set or deleted.
 	Detector *AnomalyDetector `msgpack:"ad,omitempty"`
 	// Rates is the exchange-rate table after a SetExchangeRates.
@@ -92,6 +99,9 @@ func DecodeResults(b []byte) ([]Result, error) {
 	var out []Result
 	if err := decodeMsgpack(b, &out); err != nil {
 		return nil, err
+	}
+	for i := range out {
+		out[i].fillCostIDs()
 	}
 	return out, nil
 }

@@ -47,10 +47,14 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		res := f.machine.ApplyEntry(l.Index, l.Term, data)
 		f.metrics.observeEntry(res)
-		out[i] = res
 		if res.Receipts != nil {
-			sealed = append(sealed, res)
+			sealed = append(sealed, &fsm.EntryResult{Index: res.Index, NowMs: res.NowMs, Receipts: res.Receipts})
+			// The reply to the proposer does not carry the leaves: Raft's
+			// log cache keeps the last 512 entries' futures, and with them
+			// their responses (a 1000-record entry's leaves are ~300 KB).
+			res.Receipts = nil
 		}
+		out[i] = res
 	}
 	if f.receipts != nil && len(sealed) > 0 {
 		// Queued for the store's writer; a reader that needs them waits

@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/receipt"
@@ -44,7 +45,10 @@ type receiptStore struct {
 	onError   func(error)
 	reqs      *reqIndex
 
-	queue    chan storeOp
+	queue chan storeOp
+	// queued bounds the leaves waiting for the writer (storeQueueLeavesMax):
+	// put blocks, and so Apply, while the writer is that far behind.
+	queued   *semaphore.Weighted
 	urgent   chan struct{} // a reader waits: stop gathering, commit now
 	done     chan struct{}
 	enqueued atomic.Uint64 // highest index handed to the writer
@@ -57,13 +61,21 @@ type receiptStore struct {
 type storeOp struct {
 	entries []*fsm.EntryResult
 	flushed chan struct{}
+	weight  int64 // leaves held against queued
 }
 
 const (
 	// storeQueueMax bounds the apply batches waiting for the writer.
 	storeQueueMax = 1024
-	// storeTxEntriesMax bounds the entries one write transaction takes.
+	// storeTxEntriesMax bounds the entries one write transaction takes, and
+	// storeTxLeavesMax their leaves (a bbolt transaction holds every page it
+	// touches in memory until it commits).
 	storeTxEntriesMax = 8192
+	storeTxLeavesMax  = 5_000
+	// storeQueueLeavesMax bounds the leaves waiting for the writer (about
+	// 300 bytes each): memory stays bounded when decisions arrive faster
+	// than the disk takes them, and Apply slows down instead.
+	storeQueueLeavesMax = 100_000
 	// storeGather is how long the writer gathers entries for one
 	// transaction (a reader waiting for one flushes at once instead).
 	storeGather = 20 * time.Millisecond
@@ -179,7 +191,7 @@ func openReceiptStore(dir string, retention time.Duration, onError func(error)) 
 		return nil, fmt.Errorf("node: init receipts.db: %w", err)
 	}
 	s := &receiptStore{db: db, retention: retention, onError: onError, reqs: &reqIndex{},
-		queue: make(chan storeOp, storeQueueMax), urgent: make(chan struct{}, 1), done: make(chan struct{}), written: newAppliedIndex()}
+		queue: make(chan storeOp, storeQueueMax), queued: semaphore.NewWeighted(storeQueueLeavesMax), urgent: make(chan struct{}, 1), done: make(chan struct{}), written: newAppliedIndex()}
 	if err := db.View(s.reqs.rebuild); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("node: receipts.db: rebuild the request index: %w", err)
@@ -194,8 +206,15 @@ func (s *receiptStore) run() {
 	for op := range s.queue {
 		var entries []*fsm.EntryResult
 		var markers []chan struct{}
+		var leaves, weight int64
 		take := func(op storeOp) {
 			entries = append(entries, op.entries...)
+			weight += op.weight
+			for _, e := range op.entries {
+				if e.Receipts != nil {
+					leaves += int64(len(e.Receipts.Leaves))
+				}
+			}
 			if op.flushed != nil {
 				markers = append(markers, op.flushed)
 			}
@@ -206,7 +225,7 @@ func (s *receiptStore) run() {
 		// ~6 µs per key on this machine), so fewer, larger transactions.
 		gather := time.NewTimer(storeGather)
 	drain:
-		for len(entries) < storeTxEntriesMax && len(markers) == 0 {
+		for len(entries) < storeTxEntriesMax && leaves < storeTxLeavesMax && len(markers) == 0 {
 			select {
 			case op, ok := <-s.queue:
 				if !ok {
@@ -230,6 +249,7 @@ func (s *receiptStore) run() {
 			}
 			s.pruneIfDue(entries)
 		}
+		s.queued.Release(weight)
 		for _, m := range markers {
 			close(m)
 		}
@@ -330,8 +350,17 @@ func decodeEntry(b []byte) (*fsm.EntryReceipts, error) {
 // put queues the receipts of applied entries (in index order) for the
 // writer. Rewriting an entry after a restart writes the same bytes.
 func (s *receiptStore) put(entries []*fsm.EntryResult) {
+	var leaves int64
+	for _, e := range entries {
+		if e.Receipts != nil {
+			leaves += int64(len(e.Receipts.Leaves))
+		}
+	}
+	// One batch larger than the whole allowance still goes (alone).
+	weight := min(leaves, storeQueueLeavesMax)
+	s.queued.Acquire(context.Background(), weight) // cannot fail: no deadline
 	s.enqueued.Store(entries[len(entries)-1].Index)
-	s.queue <- storeOp{entries: entries}
+	s.queue <- storeOp{entries: entries, weight: weight}
 }
 
 func (s *receiptStore) pruneIfDue(entries []*fsm.EntryResult) {

@@ -96,6 +96,7 @@ type reqIndex struct {
 // entryRefs lists the request refs of one entry's leaves.
 func entryRefs(index uint64, e *fsm.EntryReceipts) ([]reqRef, error) {
 	var out []reqRef
+	var prev fsm.RequestKey
 	for i, raw := range e.Leaves {
 		var req fsm.RequestKey
 		if i < len(e.Requests) {
@@ -107,9 +108,12 @@ func entryRefs(index uint64, e *fsm.EntryReceipts) ([]reqRef, error) {
 			}
 			req = fsm.RequestKey{Tenant: l.Tenant, RequestID: l.RequestID}
 		}
-		if req.RequestID != "" {
+		// A batch's items follow each other with one request id: the
+		// request's receipt is its first item's, so only that is indexed.
+		if req.RequestID != "" && req != prev {
 			out = append(out, reqRef{requestHash(req.Tenant, req.RequestID), index, uint32(i)})
 		}
+		prev = req
 	}
 	return out, nil
 }

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,7 +34,11 @@ import (
 //
 //	go test -run XXX -bench CostRecords -benchtime 5000000x -timeout 60m ./test/cluster/
 func BenchmarkCostRecords(b *testing.B) {
-	c := procs.NewCluster(b, 1, procs.Options{})
+	var extra []string
+	if profileDir() != "" {
+		extra = append([]string{"--pprof"}, strings.Fields(os.Getenv("TOLLGATE_BENCH_FLAGS"))...)
+	}
+	c := procs.NewCluster(b, 1, procs.Options{Extra: extra})
 	c.StartAll()
 	n := c.WaitLeader(30 * time.Second)
 	ctx := context.Background()
@@ -106,6 +113,9 @@ func BenchmarkCostRecords(b *testing.B) {
 	for _, m := range marks {
 		b.Log(m)
 	}
+	if dir := profileDir(); dir != "" {
+		saveHeapProfile(b, n, filepath.Join(dir, "cost-records-heap.pprof"))
+	}
 
 	var lat []time.Duration
 	var rows int
@@ -131,6 +141,23 @@ func BenchmarkCostRecords(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "report-p50-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "report-max-ms")
 	b.ReportMetric(float64(rows), "report-rows")
+}
+
+// saveHeapProfile writes the node's heap profile (TOLLGATE_BENCH_PPROF).
+func saveHeapProfile(b *testing.B, n *procs.Node, path string) {
+	resp, err := http.Get("http://" + n.APIAddr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
 }
 
 // rssKiB reads a process's anonymous and file-backed resident memory.
