@@ -54,6 +54,11 @@ func init() {
 	registerCommand(TypeRecordCost, func() Command { return &RecordCost{} })
 	registerCommand(TypeSetExchangeRates, func() Command { return &SetExchangeRates{} })
 	registerCommand(TypeSetAnomalyDetector, func() Command { return &SetAnomalyDetector{} })
+	registerCommand(TypeCreateQuotaPool, func() Command { return &CreateQuotaPool{} })
+	registerCommand(TypeSetQuotaConsumer, func() Command { return &SetQuotaConsumer{} })
+	registerCommand(TypeSetQuotaDemand, func() Command { return &SetQuotaDemand{} })
+	registerCommand(TypeQuotaConsume, func() Command { return &QuotaConsume{} })
+	registerCommand(TypeRenewQuotaPool, func() Command { return &RenewQuotaPool{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

@@ -26,6 +26,11 @@ const (
 	TypeRecordCost                     // 16: cost records (one or a batch)
 	TypeSetExchangeRates               // 17: the cluster's exchange-rate table
 	TypeSetAnomalyDetector             // 18: create, replace or delete a cost anomaly detector
+	TypeCreateQuotaPool                // 19
+	TypeSetQuotaConsumer               // 20: add, replace or delete a consumer
+	TypeSetQuotaDemand                 // 21
+	TypeQuotaConsume                   // 22
+	TypeRenewQuotaPool                 // 23
 )
 
 // Command is one decoded command. Every command carries its tenant and an
@@ -69,6 +74,7 @@ const (
 	ReasonRateLimited      DenyReason = 3
 	ReasonCostExceedsLimit DenyReason = 4
 	ReasonBatchAborted     DenyReason = 5
+	ReasonQuotaExhausted   DenyReason = 6
 )
 
 // Algorithm values match tollgate.v1.Algorithm.
@@ -284,6 +290,8 @@ func (r DenyReason) name() string {
 		return "cost_exceeds_limit"
 	case ReasonBatchAborted:
 		return "batch_aborted"
+	case ReasonQuotaExhausted:
+		return "quota_exhausted"
 	}
 	return "reason_" + strconv.Itoa(int(r))
 }

@@ -193,6 +193,16 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 		return s.setExchangeRates(ctx, c)
 	case *SetAnomalyDetector:
 		return s.setAnomalyDetector(ctx, c)
+	case *CreateQuotaPool:
+		return s.createQuotaPool(ctx, c)
+	case *SetQuotaConsumer:
+		return s.setQuotaConsumer(ctx, c)
+	case *SetQuotaDemand:
+		return s.setQuotaDemand(ctx, c)
+	case *QuotaConsume:
+		return s.quotaConsume(ctx, c)
+	case *RenewQuotaPool:
+		return s.renewQuotaPool(ctx, c)
 	}
 	panic(fmt.Sprintf("fsm: no handler for command type %d", c.Type()))
 }

@@ -316,6 +316,8 @@ func (b *leafBuilder) addLeaves(c Command, r *Result) {
 				fi("reset_after_ms", r.Rate.ResetAfterMs), fi("retry_after_ms", r.Rate.RetryAfterMs)})
 	case *RecordCost:
 		ref = b.costLeaves(c, r)
+	case *CreateQuotaPool, *SetQuotaConsumer, *SetQuotaDemand, *QuotaConsume, *RenewQuotaPool:
+		ref = quotaLeaf(b, c, r)
 	case *SetAnomalyDetector:
 		op, in := "cost.detector_set", []receipt.Field{fs("group_by", strings.Join(c.Detector.GroupBy, ",")),
 			fi("bucket", int64(c.Detector.Bucket)), fi("window", int64(c.Detector.Window)), fi("threshold_milli", c.Detector.ThresholdMilli),

@@ -42,7 +42,9 @@ const (
 	// recDetector: one cost anomaly detector; recAlert: one alert.
 	recDetector byte = 11
 	recAlert    byte = 12
-	recTrailer  byte = 255
+	// recQuota: one quota pool with its consumers.
+	recQuota   byte = 13
+	recTrailer byte = 255
 )
 
 type snapshotHeader struct {
@@ -67,6 +69,7 @@ type snapshotTrailer struct {
 	Rollups   int `msgpack:"cr,omitempty"`
 	Detectors int `msgpack:"ad,omitempty"`
 	Alerts    int `msgpack:"al,omitempty"`
+	Quotas    int `msgpack:"qp,omitempty"`
 }
 
 type snapshotRates struct {
@@ -181,6 +184,9 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 	for _, a := range s.cost.alerts {
 		rw.write(recAlert, a)
 	}
+	for _, k := range sortedObjectKeys(s.quotas) {
+		rw.write(recQuota, s.quotas[k])
+	}
 	rw.write(recTrailer, s.trailer())
 	if rw.err != nil {
 		return rw.err
@@ -191,7 +197,7 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 func (s *state) trailer() snapshotTrailer {
 	return snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
 		RateKeys: s.rateKeys, Idem: s.idem.len(), Rates: len(s.cost.rates), Rollups: s.cost.rollupRows,
-		Detectors: len(s.cost.detectors), Alerts: len(s.cost.alerts)}
+		Detectors: len(s.cost.detectors), Alerts: len(s.cost.alerts), Quotas: len(s.quotas)}
 }
 
 func sortedObjectKeys[T any](m map[objectKey]T) []objectKey {
@@ -403,6 +409,15 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 			return fmt.Errorf("detector %s/%s: evaluation mark is not a bucket start", d.Tenant, d.Spec.ID)
 		}
 		s.cost.detectors[key] = d
+	case recQuota:
+		p := &QuotaPool{}
+		if err := decodeMsgpack(body, p); err != nil {
+			return err
+		}
+		if err := s.checkRestoredQuota(p); err != nil {
+			return fmt.Errorf("quota pool %s/%s: %w", p.Tenant, p.Spec.ID, err)
+		}
+		s.quotas[objectKey{p.Tenant, p.Spec.ID}] = p
 	case recAlert:
 		a := &Alert{}
 		if err := decodeMsgpack(body, a); err != nil {

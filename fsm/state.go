@@ -174,6 +174,8 @@ type state struct {
 	// signer caches the active key derived from its seed (not state).
 	signer ed25519.PrivateKey
 
+	// quotas are the quota pools.
+	quotas map[objectKey]*QuotaPool
 	// cost is the exchange-rate table, the hourly cost rollups and the
 	// budgets with label selectors.
 	cost costState
@@ -210,8 +212,9 @@ func newState() *state {
 			}
 			return a.entry.Key < b.entry.Key
 		}},
-		idem: newIdempotencyTable(),
-		cost: newCostState(),
+		idem:   newIdempotencyTable(),
+		cost:   newCostState(),
+		quotas: map[objectKey]*QuotaPool{},
 	}
 }
 

@@ -232,6 +232,28 @@ func Validate(c Command) *Error {
 		return validateRecordCost(c)
 	case *SetExchangeRates:
 		return validateSetExchangeRates(c)
+	case *CreateQuotaPool:
+		return validateQuotaPoolSpec(&c.Pool)
+	case *SetQuotaConsumer:
+		if err := ValidateID("pool_id", c.PoolID); err != nil {
+			return err
+		}
+		if c.Delete {
+			return ValidateID("consumer.id", c.Consumer.ID)
+		}
+		return validateQuotaConsumerSpec(&c.Consumer)
+	case *SetQuotaDemand:
+		if err := validateIDs2("pool_id", c.PoolID, "consumer_id", c.ConsumerID); err != nil {
+			return err
+		}
+		return validateAmount("demand", c.DemandMicros, true)
+	case *QuotaConsume:
+		if err := validateIDs2("pool_id", c.PoolID, "consumer_id", c.ConsumerID); err != nil {
+			return err
+		}
+		return validateAmount("amount", c.AmountMicros, false)
+	case *RenewQuotaPool:
+		return ValidateID("pool_id", c.PoolID)
 	case *SetAnomalyDetector:
 		if c.Delete {
 			return ValidateID("detector.id", c.Detector.ID)
@@ -284,6 +306,13 @@ func Validate(c Command) *Error {
 		return nil
 	}
 	return invalidf("unknown command type %d", c.Type())
+}
+
+func validateIDs2(f1, v1, f2, v2 string) *Error {
+	if err := ValidateID(f1, v1); err != nil {
+		return err
+	}
+	return ValidateID(f2, v2)
 }
 
 func validateConsumeItems(items []ConsumeItem) *Error {

@@ -37,6 +37,7 @@ func TestEnumValuesMatchTheProto(t *testing.T) {
 		{"DENY_REASON_RATE_LIMITED", int(fsm.ReasonRateLimited), int32(tollgatev1.DenyReason_DENY_REASON_RATE_LIMITED)},
 		{"DENY_REASON_COST_EXCEEDS_LIMIT", int(fsm.ReasonCostExceedsLimit), int32(tollgatev1.DenyReason_DENY_REASON_COST_EXCEEDS_LIMIT)},
 		{"DENY_REASON_BATCH_ABORTED", int(fsm.ReasonBatchAborted), int32(tollgatev1.DenyReason_DENY_REASON_BATCH_ABORTED)},
+		{"DENY_REASON_QUOTA_EXHAUSTED", int(fsm.ReasonQuotaExhausted), int32(tollgatev1.DenyReason_DENY_REASON_QUOTA_EXHAUSTED)},
 	}
 	for _, p := range pairs {
 		if int32(p.fsm) != p.proto {

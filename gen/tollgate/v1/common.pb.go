@@ -98,6 +98,8 @@ const (
 	DenyReason_DENY_REASON_COST_EXCEEDS_LIMIT DenyReason = 4
 	// In an atomic batch, another item was denied so this one was not charged.
 	DenyReason_DENY_REASON_BATCH_ABORTED DenyReason = 5
+	// The consumer's quota allocation has no room for the amount.
+	DenyReason_DENY_REASON_QUOTA_EXHAUSTED DenyReason = 6
 )
 
 // Enum value maps for DenyReason.
@@ -109,6 +111,7 @@ var (
 		3: "DENY_REASON_RATE_LIMITED",
 		4: "DENY_REASON_COST_EXCEEDS_LIMIT",
 		5: "DENY_REASON_BATCH_ABORTED",
+		6: "DENY_REASON_QUOTA_EXHAUSTED",
 	}
 	DenyReason_value = map[string]int32{
 		"DENY_REASON_UNSPECIFIED":        0,
@@ -117,6 +120,7 @@ var (
 		"DENY_REASON_RATE_LIMITED":       3,
 		"DENY_REASON_COST_EXCEEDS_LIMIT": 4,
 		"DENY_REASON_BATCH_ABORTED":      5,
+		"DENY_REASON_QUOTA_EXHAUSTED":    6,
 	}
 )
 
@@ -294,7 +298,7 @@ const file_tollgate_v1_common_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x03*\xcc\x01\n" +
+	"\x11CONSISTENCY_STALE\x10\x03*\xed\x01\n" +
 	"\n" +
 	"DenyReason\x12\x1b\n" +
 	"\x17DENY_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -302,7 +306,8 @@ const file_tollgate_v1_common_proto_rawDesc = "" +
 	"\x1bDENY_REASON_HOLD_NOT_ACTIVE\x10\x02\x12\x1c\n" +
 	"\x18DENY_REASON_RATE_LIMITED\x10\x03\x12\"\n" +
 	"\x1eDENY_REASON_COST_EXCEEDS_LIMIT\x10\x04\x12\x1d\n" +
-	"\x19DENY_REASON_BATCH_ABORTED\x10\x05B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
+	"\x19DENY_REASON_BATCH_ABORTED\x10\x05\x12\x1f\n" +
+	"\x1bDENY_REASON_QUOTA_EXHAUSTED\x10\x06B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
 
 var (
 	file_tollgate_v1_common_proto_rawDescOnce sync.Once
