@@ -44,6 +44,7 @@ type Client struct {
 	Receipts   tollgatev1connect.ReceiptServiceClient
 	Costs      tollgatev1connect.CostServiceClient
 	Alerts     tollgatev1connect.AlertServiceClient
+	Quotas     tollgatev1connect.QuotaServiceClient
 
 	nodes *nodeSet
 	http  *http.Client
@@ -121,6 +122,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		Receipts:   tollgatev1connect.NewReceiptServiceClient(hc, base, clientOpts...),
 		Costs:      tollgatev1connect.NewCostServiceClient(hc, base, clientOpts...),
 		Alerts:     tollgatev1connect.NewAlertServiceClient(hc, base, clientOpts...),
+		Quotas:     tollgatev1connect.NewQuotaServiceClient(hc, base, clientOpts...),
 		nodes:      nodes,
 		http:       hc,
 	}, nil

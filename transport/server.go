@@ -73,6 +73,7 @@ func NewHandler(n Node, opts Options) http.Handler {
 	mux.Handle(tollgatev1connect.NewReceiptServiceHandler(&receiptHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewCostServiceHandler(&costHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewAlertServiceHandler(&alertHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewQuotaServiceHandler(&quotaHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewInternalServiceHandler(&internalHandler{node: n}, handlerOpts...))
 
 	services := []string{
@@ -82,6 +83,7 @@ func NewHandler(n Node, opts Options) http.Handler {
 		tollgatev1connect.ReceiptServiceName,
 		tollgatev1connect.CostServiceName,
 		tollgatev1connect.AlertServiceName,
+		tollgatev1connect.QuotaServiceName,
 		tollgatev1connect.InternalServiceName,
 	}
 	limit := connect.WithReadMaxBytes(RequestBytesMax)
