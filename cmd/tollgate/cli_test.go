@@ -64,6 +64,7 @@ func TestCLI(t *testing.T) {
 		{"bad-input", testBadInput},
 		{"tenant-from-environment", testTenantFromEnvironment},
 		{"cost-record-report", testCostRecordAndReport},
+		{"quota", testQuota},
 	} {
 		t.Run(tc.tenant, func(t *testing.T) {
 			tc.test(t, &cliNode{t: t, addr: s.APIAddr(), tenant: tc.tenant})

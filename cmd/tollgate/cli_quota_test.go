@@ -1,0 +1,43 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func (n *cliNode) quota(args ...string) cliResult {
+	n.t.Helper()
+	return runCLI(n.t, append(append([]string{"quota"}, args...), "--addr", n.addr, "--tenant", n.tenant)...)
+}
+
+// testQuota: a fair-share pool, two consumers and their demands, consumes
+// up to the allocation (then DENIED, exit 3), usage and a renewal.
+func testQuota(t *testing.T, n *cliNode) {
+	if r := n.quota("create", "gpu", "--resource", "gpu-hours", "--capacity", "100", "--strategy", "fair-share", "--period", "month"); r.code != 0 {
+		t.Fatalf("create: exit %d %s", r.code, r.stderr)
+	}
+	n.quota("allocate", "gpu", "a")
+	n.quota("allocate", "gpu", "b", "--weight", "3")
+	n.quota("demand", "gpu", "a", "--demand", "100")
+	r := n.quota("demand", "gpu", "b", "--demand", "100")
+	// Weights 1:3 over 100, both demanding all of it.
+	if !strings.Contains(r.stdout, "a         1       0         -    -    -      100     25         0\n") ||
+		!strings.Contains(r.stdout, "b         3       0         -    -    -      100     75         0\n") {
+		t.Fatalf("allocations after demands:\n%s%s", r.stdout, r.stderr)
+	}
+	if r := n.quota("consume", "gpu", "a", "--amount", "25"); r.code != 0 || !strings.HasPrefix(r.stdout, "ALLOWED\n") ||
+		!strings.Contains(r.stdout, "used       25\n") {
+		t.Fatalf("consume within the allocation: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = n.quota("consume", "gpu", "a", "--amount", "0.5")
+	if r.code != exitDenied || !strings.HasPrefix(r.stdout, "DENIED\nreason     quota-exhausted\nallocated  25\nused       25\n") {
+		t.Fatalf("consume past the allocation: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = n.quota("renew", "gpu")
+	if r.code != 0 || !strings.Contains(r.stdout, "a         1       0         -    -    -      100     25         0\n") ||
+		!strings.Contains(r.stdout, "2030-01-15T10:30:00Z  100       25    a=25\n") {
+		t.Fatalf("renew: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	wantCLIError(t, n.quota("allocate", "gpu", "c", "--min", "5", "--max", "2"), 1, "error: invalid_argument: consumer.max is below consumer.min\n", false)
+	wantCLIError(t, n.quota("consume", "nope", "a", "--amount", "1"), 1, "error: not_found: quota pool \"nope\" not found in tenant \"quota\"\n", false)
+}
