@@ -3,7 +3,9 @@ package fsm
 import (
 	"fmt"
 	"math/big"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -79,7 +81,19 @@ type detectorState struct {
 type AlertKind uint8
 
 const (
-	AlertCostAnomaly AlertKind = 4
+	AlertBudgetThreshold AlertKind = 1
+	AlertBudgetExceeded  AlertKind = 2
+	AlertQuotaExhausted  AlertKind = 3
+	AlertCostAnomaly     AlertKind = 4
+)
+
+// AlertState values match tollgate.v1.AlertState.
+type AlertState uint8
+
+const (
+	AlertOpen         AlertState = 0
+	AlertAcknowledged AlertState = 1
+	AlertResolved     AlertState = 2
 )
 
 // Alert is something the state machine raised.
@@ -102,6 +116,14 @@ type Alert struct {
 	ScoreMilli     int64    `msgpack:"sc"`
 	RaisedAtMs     int64    `msgpack:"at"`
 	LogIndex       uint64   `msgpack:"i"`
+	// Percent is a budget threshold's.
+	Percent uint32 `msgpack:"pc,omitempty"`
+	// State and who moved it there, when.
+	State        AlertState `msgpack:"st,omitempty"`
+	AckedBy      string     `msgpack:"ab,omitempty"`
+	AckedAtMs    int64      `msgpack:"aa,omitempty"`
+	ResolvedBy   string     `msgpack:"rb,omitempty"`
+	ResolvedAtMs int64      `msgpack:"ra,omitempty"`
 }
 
 func bucketMs(b Bucket) int64 {
@@ -317,6 +339,16 @@ func (s *state) evaluateBucket(ctx applyCtx, d *detectorState, startMs int64) {
 	}
 }
 
+// raise records an alert from a command's apply (nil-safe for contexts
+// without one).
+func (ctx applyCtx) raise(a *Alert) {
+	if ctx.alerts == nil {
+		return
+	}
+	a.RaisedAtMs, a.LogIndex = ctx.nowMs, ctx.index
+	ctx.alerts(a)
+}
+
 func (s *state) raiseAlert(a *Alert) {
 	s.cost.alertSeq++
 	a.Seq, a.ID = s.cost.alertSeq, fmt.Sprintf("a%d", s.cost.alertSeq)
@@ -344,12 +376,17 @@ func absDiff(a, b int64) int64 {
 // Alerts returns a tenant's alerts of kind (0: all) with Seq > after, in
 // raise order, at most limit, and the Seq to continue after (0 at the end).
 func (v View) Alerts(tenant string, kind AlertKind, after uint64, limit int) ([]Alert, uint64) {
+	return v.AlertsIn(tenant, kind, nil, after, limit)
+}
+
+// AlertsIn is Alerts limited to some states (none: any).
+func (v View) AlertsIn(tenant string, kind AlertKind, states []AlertState, after uint64, limit int) ([]Alert, uint64) {
 	all := v.s.cost.alerts
 	i := sort.Search(len(all), func(i int) bool { return all[i].Seq > after })
 	var out []Alert
 	for ; i < len(all); i++ {
 		a := all[i]
-		if a.Tenant != tenant || (kind != 0 && a.Kind != kind) {
+		if a.Tenant != tenant || (kind != 0 && a.Kind != kind) || (len(states) > 0 && !slices.Contains(states, a.State)) {
 			continue
 		}
 		if len(out) == limit {
@@ -374,4 +411,64 @@ func (v View) AnomalyDetectors(tenant string) []AnomalyDetector {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// AckAlert acknowledges (or, Resolve, resolves) an alert, saying who.
+type AckAlert struct {
+	Tenant    string `msgpack:"t"`
+	RequestID string `msgpack:"r,omitempty"`
+	AlertID   string `msgpack:"a"`
+	By        string `msgpack:"b"`
+	Resolve   bool   `msgpack:"x,omitempty"`
+}
+
+func (*AckAlert) Type() CommandType                  { return TypeAckAlert }
+func (c *AckAlert) idempotencyKey() (string, string) { return c.Tenant, c.RequestID }
+
+func validateAckAlert(c *AckAlert) *Error {
+	if _, ok := alertSeq(c.AlertID); !ok {
+		return invalidf("alert_id %q is not an alert id (a<number>)", c.AlertID)
+	}
+	if c.By == "" || len(c.By) > IDBytesMax {
+		return invalidf("by must name who, 1 to %d bytes", IDBytesMax)
+	}
+	return validateLabelValue("by", c.By)
+}
+
+func alertSeq(id string) (uint64, bool) {
+	if len(id) < 2 || id[0] != 'a' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(id[1:], 10, 64)
+	return n, err == nil && n > 0 && "a"+strconv.FormatUint(n, 10) == id
+}
+
+func (s *state) findAlert(tenant, id string) *Alert {
+	seq, _ := alertSeq(id)
+	all := s.cost.alerts
+	i := sort.Search(len(all), func(i int) bool { return all[i].Seq >= seq })
+	if i < len(all) && all[i].Seq == seq && all[i].Tenant == tenant {
+		return all[i]
+	}
+	return nil
+}
+
+func (s *state) ackAlert(ctx applyCtx, c *AckAlert) Result {
+	a := s.findAlert(c.Tenant, c.AlertID)
+	if a == nil {
+		return Result{Err: errorf(CodeNotFound, "alert %q not found in tenant %q", c.AlertID, c.Tenant)}
+	}
+	switch {
+	case a.State == AlertResolved:
+		return Result{Err: errorf(CodeFailedPrecondition, "alert %q was resolved by %s", c.AlertID, a.ResolvedBy)}
+	case c.Resolve:
+		a.State, a.ResolvedBy, a.ResolvedAtMs = AlertResolved, c.By, ctx.nowMs
+	case a.State == AlertAcknowledged:
+		return Result{Err: errorf(CodeFailedPrecondition, "alert %q was already acknowledged by %s", c.AlertID, a.AckedBy)}
+	default:
+		a.State, a.AckedBy, a.AckedAtMs = AlertAcknowledged, c.By, ctx.nowMs
+	}
+	cp := *a
+	cp.Group = append([]string(nil), a.Group...)
+	return Result{Alert: &cp}
 }

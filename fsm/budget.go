@@ -12,6 +12,8 @@ type applyCtx struct {
 	pos   int // position of the command in the entry
 	// leaves collects the entry's receipt leaves.
 	leaves *leafBuilder
+	// alerts records an alert the command raised (nil: none kept).
+	alerts func(*Alert)
 }
 
 func (s *state) createBudget(ctx applyCtx, c *CreateBudget) Result {
@@ -194,6 +196,7 @@ func charge(ctx applyCtx, chain []*Budget, amount int64, f fit) *SpendResult {
 	b.AllowedCount++
 	if f.wouldDeny {
 		b.WouldDenyCount++
+		exceededAlert(ctx, b)
 	}
 	return &SpendResult{
 		Allowed:         true,
@@ -219,6 +222,8 @@ func recordThresholds(ctx applyCtx, b *Budget) []uint32 {
 		}
 		b.Crossed = append(b.Crossed, ThresholdCrossing{Percent: t, AtMs: ctx.nowMs, LogIndex: ctx.index})
 		crossed = append(crossed, t)
+		ctx.raise(&Alert{Tenant: b.Tenant, Kind: AlertBudgetThreshold, Object: b.Spec.ID, Percent: t, BucketStartMs: b.PeriodStartMs,
+			BucketEndMs: b.PeriodEndMs, Currency: b.Spec.Currency, ObservedMicros: b.SpentMicros, BaselineMicros: b.Spec.AmountMicros})
 	}
 	return crossed
 }
@@ -356,6 +361,7 @@ func (s *state) reserve(ctx applyCtx, c *Reserve) Result {
 	s.addHold(h)
 	if f.wouldDeny {
 		b.WouldDenyCount++
+		exceededAlert(ctx, b)
 	}
 	return Result{Spend: &SpendResult{
 		Allowed:         true,
@@ -462,5 +468,14 @@ func (s *state) expireHolds(nowMs int64) {
 		if s.holds[objectKey{h.Tenant, h.ID}] == h {
 			s.dropHold(h)
 		}
+	}
+}
+
+// exceededAlert raises BUDGET_EXCEEDED the first time in a period that a
+// SOFT or SHADOW budget let through what HARD would have denied.
+func exceededAlert(ctx applyCtx, b *Budget) {
+	if b.WouldDenyCount == 1 {
+		ctx.raise(&Alert{Tenant: b.Tenant, Kind: AlertBudgetExceeded, Object: b.Spec.ID, BucketStartMs: b.PeriodStartMs,
+			BucketEndMs: b.PeriodEndMs, Currency: b.Spec.Currency, ObservedMicros: b.SpentMicros, BaselineMicros: b.Spec.AmountMicros})
 	}
 }

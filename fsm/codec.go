@@ -59,6 +59,7 @@ func init() {
 	registerCommand(TypeSetQuotaDemand, func() Command { return &SetQuotaDemand{} })
 	registerCommand(TypeQuotaConsume, func() Command { return &QuotaConsume{} })
 	registerCommand(TypeRenewQuotaPool, func() Command { return &RenewQuotaPool{} })
+	registerCommand(TypeAckAlert, func() Command { return &AckAlert{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

@@ -31,6 +31,7 @@ const (
 	TypeSetQuotaDemand                 // 21
 	TypeQuotaConsume                   // 22
 	TypeRenewQuotaPool                 // 23
+	TypeAckAlert                       // 24: acknowledge or resolve an alert
 )
 
 // Command is one decoded command. Every command carries its tenant and an

@@ -73,7 +73,7 @@ func (m *Machine) ApplyEntry(index, term uint64, data []byte) *EntryResult {
 	}
 	var pending []pendingKey
 	for i, c := range cmds {
-		ctx := applyCtx{index: index, nowMs: nowMs, pos: i, leaves: leaves}
+		ctx := applyCtx{index: index, nowMs: nowMs, pos: i, leaves: leaves, alerts: s.raiseAlert}
 		r := s.applyIdempotent(ctx, c, entry.Commands[i])
 		if rot, ok := c.(*RotateSigningKey); ok && r.Err == nil {
 			// The first key signs its own entry; a rotation's entry is
@@ -203,6 +203,8 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 		return s.quotaConsume(ctx, c)
 	case *RenewQuotaPool:
 		return s.renewQuotaPool(ctx, c)
+	case *AckAlert:
+		return s.ackAlert(ctx, c)
 	}
 	panic(fmt.Sprintf("fsm: no handler for command type %d", c.Type()))
 }

@@ -54,6 +54,8 @@ type QuotaConsumer struct {
 	DemandMicros    int64             `msgpack:"d,omitempty"`
 	AllocatedMicros int64             `msgpack:"a"`
 	UsedMicros      int64             `msgpack:"u,omitempty"`
+	// Exhausted: QUOTA_EXHAUSTED was raised this period.
+	Exhausted bool `msgpack:"ex,omitempty"`
 }
 
 // QuotaPeriodUsage is a closed period of a pool.
@@ -137,6 +139,7 @@ func (p *QuotaPool) closePeriod() {
 			closed.ByConsumer[q.Spec.ID] = q.UsedMicros
 		}
 		q.UsedMicros = 0
+		q.Exhausted = false
 	}
 	p.History = append([]QuotaPeriodUsage{closed}, p.History...)
 	if len(p.History) > QuotaHistoryMax {
@@ -334,6 +337,13 @@ func (s *state) quotaConsume(ctx applyCtx, c *QuotaConsume) Result {
 		return Result{Err: errorf(CodeResourceExhausted, "consumer %q: the usage counter would overflow", c.ConsumerID)}
 	}
 	r := &QuotaResult{Allowed: true}
+	if used >= q.AllocatedMicros && !q.Exhausted {
+		// Once per consumer and period: the allocation is used up (or a
+		// consume did not fit it).
+		q.Exhausted = true
+		ctx.raise(&Alert{Tenant: c.Tenant, Kind: AlertQuotaExhausted, Object: c.PoolID, Group: []string{c.ConsumerID},
+			BucketStartMs: p.PeriodStartMs, BucketEndMs: p.PeriodEndMs, ObservedMicros: used, BaselineMicros: q.AllocatedMicros})
+	}
 	if used > q.AllocatedMicros {
 		if p.Spec.Enforcement == EnforcementHard {
 			r.Allowed, r.Reason = false, ReasonQuotaExhausted

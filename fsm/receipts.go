@@ -316,6 +316,12 @@ func (b *leafBuilder) addLeaves(c Command, r *Result) {
 				fi("reset_after_ms", r.Rate.ResetAfterMs), fi("retry_after_ms", r.Rate.RetryAfterMs)})
 	case *RecordCost:
 		ref = b.costLeaves(c, r)
+	case *AckAlert:
+		op := "alert.ack"
+		if c.Resolve {
+			op = "alert.resolve"
+		}
+		ref = b.add(c.Tenant, op, c.AlertID, c.RequestID, "ok", "", []receipt.Field{fs("by", c.By)}, nil)
 	case *CreateQuotaPool, *SetQuotaConsumer, *SetQuotaDemand, *QuotaConsume, *RenewQuotaPool:
 		ref = quotaLeaf(b, c, r)
 	case *SetAnomalyDetector:

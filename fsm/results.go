@@ -24,6 +24,8 @@ type Result struct {
 	// table (records without charges take no space there).
 	CostCount   uint32        `msgpack:"cn,omitempty"`
 	CostCharged []ItemCharges `msgpack:"cc,omitempty"`
+	// Alert is the alert after an AckAlert.
+	Alert *Alert `msgpack:"al,omitempty"`
 	// Quota is the pool after a quota command (and a consume's decision).
 	Quota *QuotaResult `msgpack:"q,omitempty"`
 	// Detector is the detector a SetAnomalyDetector set or deleted.

@@ -254,6 +254,8 @@ func Validate(c Command) *Error {
 		return validateAmount("amount", c.AmountMicros, false)
 	case *RenewQuotaPool:
 		return ValidateID("pool_id", c.PoolID)
+	case *AckAlert:
+		return validateAckAlert(c)
 	case *SetAnomalyDetector:
 		if c.Delete {
 			return ValidateID("detector.id", c.Detector.ID)

@@ -133,6 +133,9 @@ func (n *Node) followerReadIndex(ctx context.Context, verify bool) (uint64, erro
 // waitApplied blocks until the state machine has applied index. After the
 // leader's barrier every entry is one the state machine sees (commands and
 // configuration changes), so the applied index reaches any commit index.
+// WaitApplied waits until this node has applied the entry at index.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error { return n.waitApplied(ctx, index) }
+
 func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 	for {
 		applied, changed := n.applied.get()

@@ -27,6 +27,7 @@ type Node interface {
 	InternalNode
 	ReceiptNode
 	CostNode
+	AlertNode
 }
 
 // ClusterAdmin is the administration a node offers (ClusterService).

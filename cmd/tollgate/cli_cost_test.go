@@ -124,7 +124,7 @@ spikes  team      hour    48      4.5        10.00 USD
 `)
 	wantCLIError(t, n.cost("anomaly", "set", "bad", "--threshold", "0.5", "--currency", "USD"), 1,
 		"error: invalid_argument: detector.threshold must be between 1 and 1000\n", false)
-	wantCLI(t, runCLI(t, "alert", "list", "--addr", n.addr, "--tenant", n.tenant), 0, "ID  KIND  BY  GROUP  BUCKET  OBSERVED  BASELINE  SCORE\n")
+	wantCLI(t, runCLI(t, "alert", "list", "--addr", n.addr, "--tenant", n.tenant), 0, "ID  KIND  STATE  BY  GROUP  BUCKET  OBSERVED  BASELINE  SCORE\n")
 	r = n.cost("anomaly", "delete", "spikes")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "deleted    spikes\n") {
 		t.Errorf("delete: exit %d\n%s%s", r.code, r.stdout, r.stderr)

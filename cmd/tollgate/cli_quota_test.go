@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 )
 
 func (n *cliNode) quota(args ...string) cliResult {
@@ -38,6 +40,24 @@ func testQuota(t *testing.T, n *cliNode) {
 		!strings.Contains(r.stdout, "2030-01-15T10:30:00Z  100       25    a=25\n") {
 		t.Fatalf("renew: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// Using up a's allocation raised one QUOTA_EXHAUSTED alert; ack it, then
+	// resolve it.
+	r = runCLI(t, "alert", "list", "--addr", n.addr, "--tenant", n.tenant, "--output", "json")
+	var alerts tollgatev1.ListAlertsResponse
+	decodeCLIJSON(t, r, &alerts)
+	if len(alerts.Alerts) != 1 || alerts.Alerts[0].Kind != tollgatev1.AlertKind_ALERT_KIND_QUOTA_EXHAUSTED || alerts.Alerts[0].Group[0] != "a" {
+		t.Fatalf("alerts: %v", &alerts)
+	}
+	id := alerts.Alerts[0].Id
+	wantCLI(t, runCLI(t, "alert", "ack", id, "--by", "alice", "--addr", n.addr, "--tenant", n.tenant), 0,
+		"alert     "+id+"\nstate     acknowledged\nacked by  alice\nacked at  2030-01-15T10:30:00Z\n")
+	r = runCLI(t, "alert", "resolve", id, "--by", "bob", "--addr", n.addr, "--tenant", n.tenant)
+	if r.code != 0 || !strings.Contains(r.stdout, "state        resolved\n") || !strings.Contains(r.stdout, "resolved by  bob\n") {
+		t.Fatalf("resolve: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	wantCLIError(t, runCLI(t, "alert", "ack", id, "--by", "carol", "--addr", n.addr, "--tenant", n.tenant), 1,
+		"error: failed_precondition: alert \""+id+"\" was resolved by bob\n", false)
+
 	wantCLIError(t, n.quota("allocate", "gpu", "c", "--min", "5", "--max", "2"), 1, "error: invalid_argument: consumer.max is below consumer.min\n", false)
 	wantCLIError(t, n.quota("consume", "nope", "a", "--amount", "1"), 1, "error: not_found: quota pool \"nope\" not found in tenant \"quota\"\n", false)
 }

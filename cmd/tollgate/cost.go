@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -8,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tollgate/tollgate/client"
@@ -488,7 +492,108 @@ anomalies today), so every node lists the same alerts in the same order.`,
 		`  tollgate alert list --tenant acme
   tollgate alert list --tenant acme --kind cost-anomaly --output json`))
 	cf := addClientFlags(cmd, true)
-	cmd.AddCommand(newAlertListCommand(cf))
+	cmd.AddCommand(newAlertListCommand(cf), newAlertMoveCommand(cf, "ack"), newAlertMoveCommand(cf, "resolve"), newAlertWatchCommand(cf))
+	return cmd
+}
+
+func alertService(c *client.Client) tollgatev1connect.AlertServiceClient { return c.Alerts }
+
+func alertRow(a *tollgatev1.Alert) []string {
+	what := a.Observed
+	if a.Currency != "" {
+		what += " " + a.Currency
+	}
+	if a.Percent != 0 {
+		what += fmt.Sprintf(" (%d%%)", a.Percent)
+	}
+	return []string{a.Id, enumWord(a.Kind), enumWord(a.State), a.ObjectId, orDash(strings.Join(a.Group, ",")),
+		formatTime(a.BucketStart), what, orDash(a.Baseline), orDash(a.Score)}
+}
+
+var alertHeader = []string{"ID", "KIND", "STATE", "BY", "GROUP", "BUCKET", "OBSERVED", "BASELINE", "SCORE"}
+
+func newAlertMoveCommand(cf *clientFlags, verb string) *cobra.Command {
+	var by, requestID string
+	short := "Acknowledge an open alert"
+	if verb == "resolve" {
+		short = "Resolve an open or acknowledged alert"
+	}
+	cmd := &cobra.Command{
+		Use:   verb + " ALERT_ID --by WHO",
+		Short: short,
+		Args:  argsExactly("ALERT_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlags(cmd, "by"); err != nil {
+				return err
+			}
+			var a *tollgatev1.Alert
+			var msg proto.Message
+			if verb == "ack" {
+				resp, err := unary(cmd, cf, alertService, tollgatev1connect.AlertServiceClient.AckAlert,
+					&tollgatev1.AckAlertRequest{Tenant: cf.tenant, AlertId: args[0], By: by, RequestId: requestID})
+				if err != nil {
+					return err
+				}
+				a, msg = resp.Alert, resp
+			} else {
+				resp, err := unary(cmd, cf, alertService, tollgatev1connect.AlertServiceClient.ResolveAlert,
+					&tollgatev1.ResolveAlertRequest{Tenant: cf.tenant, AlertId: args[0], By: by, RequestId: requestID})
+				if err != nil {
+					return err
+				}
+				a, msg = resp.Alert, resp
+			}
+			return printFields(cmd, cf, msg, field{"alert", a.Id}, field{"state", enumWord(a.State)}, field{"acked by", a.AckedBy},
+				field{"acked at", formatTime(a.AckedAt)}, field{"resolved by", a.ResolvedBy}, field{"resolved at", formatTime(a.ResolvedAt)})
+		},
+	}
+	cmd.Flags().StringVar(&by, "by", "", "who (required)")
+	addRequestIDFlag(cmd, &requestID)
+	return cmd
+}
+
+func newAlertWatchCommand(cf *clientFlags) *cobra.Command {
+	var (
+		after uint64
+		kind  enumFlag[tollgatev1.AlertKind]
+	)
+	cmd := &cobra.Command{
+		Use:   "watch [--after-seq N]",
+		Short: "Stream alerts as they are raised (one line each; Ctrl-C to stop)",
+		Long: `Print the tenant's alerts after --after-seq, then each new one as the node
+applies it. Alerts are numbered in the replicated log: to resume after a
+disconnect, from any node, pass the last seq printed. --timeout bounds the
+whole command (default: no bound for watch).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("timeout") {
+				cf.timeout = 100 * 365 * 24 * time.Hour
+			}
+			_, err := call(cmd, cf, func(ctx context.Context, c *client.Client) (struct{}, error) {
+				stream, err := c.Alerts.WatchAlerts(ctx, connect.NewRequest(&tollgatev1.WatchAlertsRequest{Tenant: cf.tenant, Kind: kind.value, AfterSeq: after}))
+				if err != nil {
+					return struct{}{}, err
+				}
+				out := cmd.OutOrStdout()
+				for stream.Receive() {
+					a := stream.Msg().Alert
+					if cf.output == outputJSON {
+						b, _ := protojson.Marshal(a)
+						fmt.Fprintf(out, "%s\n", b)
+						continue
+					}
+					fmt.Fprintf(out, "seq %d\t%s\n", a.Seq, strings.Join(alertRow(a), "\t"))
+				}
+				if err := stream.Err(); err != nil && ctx.Err() == nil {
+					return struct{}{}, err
+				}
+				return struct{}{}, nil
+			})
+			return err
+		},
+	}
+	cmd.Flags().Uint64Var(&after, "after-seq", 0, "resume after this alert seq")
+	enumVar(cmd.Flags(), &kind, "kind", "only alerts of this kind")
 	return cmd
 }
 
@@ -514,10 +619,9 @@ func newAlertListCommand(cf *clientFlags) *cobra.Command {
 		if err := printReply(cmd, cf, resp, func(w io.Writer) {
 			var rows [][]string
 			for _, a := range resp.Alerts {
-				rows = append(rows, []string{a.Id, enumWord(a.Kind), a.ObjectId, orDash(strings.Join(a.Group, ",")),
-					formatTime(a.BucketStart), a.Observed + " " + a.Currency, a.Baseline, a.Score})
+				rows = append(rows, alertRow(a))
 			}
-			writeTable(w, []string{"ID", "KIND", "BY", "GROUP", "BUCKET", "OBSERVED", "BASELINE", "SCORE"}, rows)
+			writeTable(w, alertHeader, rows)
 		}); err != nil {
 			return err
 		}

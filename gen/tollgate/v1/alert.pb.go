@@ -22,6 +22,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AlertState int32
+
+const (
+	AlertState_ALERT_STATE_UNSPECIFIED  AlertState = 0
+	AlertState_ALERT_STATE_OPEN         AlertState = 1
+	AlertState_ALERT_STATE_ACKNOWLEDGED AlertState = 2
+	AlertState_ALERT_STATE_RESOLVED     AlertState = 3
+)
+
+// Enum value maps for AlertState.
+var (
+	AlertState_name = map[int32]string{
+		0: "ALERT_STATE_UNSPECIFIED",
+		1: "ALERT_STATE_OPEN",
+		2: "ALERT_STATE_ACKNOWLEDGED",
+		3: "ALERT_STATE_RESOLVED",
+	}
+	AlertState_value = map[string]int32{
+		"ALERT_STATE_UNSPECIFIED":  0,
+		"ALERT_STATE_OPEN":         1,
+		"ALERT_STATE_ACKNOWLEDGED": 2,
+		"ALERT_STATE_RESOLVED":     3,
+	}
+)
+
+func (x AlertState) Enum() *AlertState {
+	p := new(AlertState)
+	*p = x
+	return p
+}
+
+func (x AlertState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlertState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tollgate_v1_alert_proto_enumTypes[0].Descriptor()
+}
+
+func (AlertState) Type() protoreflect.EnumType {
+	return &file_tollgate_v1_alert_proto_enumTypes[0]
+}
+
+func (x AlertState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlertState.Descriptor instead.
+func (AlertState) EnumDescriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{0}
+}
+
 type AlertKind int32
 
 const (
@@ -62,11 +114,11 @@ func (x AlertKind) String() string {
 }
 
 func (AlertKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_tollgate_v1_alert_proto_enumTypes[0].Descriptor()
+	return file_tollgate_v1_alert_proto_enumTypes[1].Descriptor()
 }
 
 func (AlertKind) Type() protoreflect.EnumType {
-	return &file_tollgate_v1_alert_proto_enumTypes[0]
+	return &file_tollgate_v1_alert_proto_enumTypes[1]
 }
 
 func (x AlertKind) Number() protoreflect.EnumNumber {
@@ -75,7 +127,7 @@ func (x AlertKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AlertKind.Descriptor instead.
 func (AlertKind) EnumDescriptor() ([]byte, []int) {
-	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{0}
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{1}
 }
 
 type Alert struct {
@@ -93,12 +145,19 @@ type Alert struct {
 	Currency    string                 `protobuf:"bytes,8,opt,name=currency,proto3" json:"currency,omitempty"`
 	// The bucket's spend, the baseline (median of the window), the median
 	// absolute deviation, and the score (deviations above the median).
-	Observed      string                 `protobuf:"bytes,9,opt,name=observed,proto3" json:"observed,omitempty"`
-	Baseline      string                 `protobuf:"bytes,10,opt,name=baseline,proto3" json:"baseline,omitempty"`
-	Mad           string                 `protobuf:"bytes,11,opt,name=mad,proto3" json:"mad,omitempty"`
-	Score         string                 `protobuf:"bytes,12,opt,name=score,proto3" json:"score,omitempty"`
-	RaisedAt      *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=raised_at,json=raisedAt,proto3" json:"raised_at,omitempty"`
-	LogIndex      uint64                 `protobuf:"varint,14,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	Observed string                 `protobuf:"bytes,9,opt,name=observed,proto3" json:"observed,omitempty"`
+	Baseline string                 `protobuf:"bytes,10,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	Mad      string                 `protobuf:"bytes,11,opt,name=mad,proto3" json:"mad,omitempty"`
+	Score    string                 `protobuf:"bytes,12,opt,name=score,proto3" json:"score,omitempty"`
+	RaisedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=raised_at,json=raisedAt,proto3" json:"raised_at,omitempty"`
+	LogIndex uint64                 `protobuf:"varint,14,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// A budget threshold's percent.
+	Percent       uint32                 `protobuf:"varint,15,opt,name=percent,proto3" json:"percent,omitempty"`
+	State         AlertState             `protobuf:"varint,16,opt,name=state,proto3,enum=tollgate.v1.AlertState" json:"state,omitempty"`
+	AckedBy       string                 `protobuf:"bytes,17,opt,name=acked_by,json=ackedBy,proto3" json:"acked_by,omitempty"`
+	AckedAt       *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=acked_at,json=ackedAt,proto3" json:"acked_at,omitempty"`
+	ResolvedBy    string                 `protobuf:"bytes,19,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
+	ResolvedAt    *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,11 +290,402 @@ func (x *Alert) GetLogIndex() uint64 {
 	return 0
 }
 
+func (x *Alert) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *Alert) GetState() AlertState {
+	if x != nil {
+		return x.State
+	}
+	return AlertState_ALERT_STATE_UNSPECIFIED
+}
+
+func (x *Alert) GetAckedBy() string {
+	if x != nil {
+		return x.AckedBy
+	}
+	return ""
+}
+
+func (x *Alert) GetAckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AckedAt
+	}
+	return nil
+}
+
+func (x *Alert) GetResolvedBy() string {
+	if x != nil {
+		return x.ResolvedBy
+	}
+	return ""
+}
+
+func (x *Alert) GetResolvedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResolvedAt
+	}
+	return nil
+}
+
+type AckAlertRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tenant  string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AlertId string                 `protobuf:"bytes,2,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// Who acknowledges (1-128 bytes).
+	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckAlertRequest) Reset() {
+	*x = AckAlertRequest{}
+	mi := &file_tollgate_v1_alert_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckAlertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckAlertRequest) ProtoMessage() {}
+
+func (x *AckAlertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_alert_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckAlertRequest.ProtoReflect.Descriptor instead.
+func (*AckAlertRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AckAlertRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AckAlertRequest) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *AckAlertRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *AckAlertRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type AckAlertResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *Alert                 `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckAlertResponse) Reset() {
+	*x = AckAlertResponse{}
+	mi := &file_tollgate_v1_alert_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckAlertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckAlertResponse) ProtoMessage() {}
+
+func (x *AckAlertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_alert_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckAlertResponse.ProtoReflect.Descriptor instead.
+func (*AckAlertResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AckAlertResponse) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+func (x *AckAlertResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type ResolveAlertRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AlertId       string                 `protobuf:"bytes,2,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	By            string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAlertRequest) Reset() {
+	*x = ResolveAlertRequest{}
+	mi := &file_tollgate_v1_alert_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAlertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAlertRequest) ProtoMessage() {}
+
+func (x *ResolveAlertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_alert_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAlertRequest.ProtoReflect.Descriptor instead.
+func (*ResolveAlertRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ResolveAlertRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ResolveAlertRequest) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *ResolveAlertRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *ResolveAlertRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type ResolveAlertResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *Alert                 `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAlertResponse) Reset() {
+	*x = ResolveAlertResponse{}
+	mi := &file_tollgate_v1_alert_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAlertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAlertResponse) ProtoMessage() {}
+
+func (x *ResolveAlertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_alert_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAlertResponse.ProtoReflect.Descriptor instead.
+func (*ResolveAlertResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResolveAlertResponse) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+func (x *ResolveAlertResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type WatchAlertsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Only this kind (unspecified: all).
+	Kind AlertKind `protobuf:"varint,2,opt,name=kind,proto3,enum=tollgate.v1.AlertKind" json:"kind,omitempty"`
+	// Resume after this seq (0: from the oldest kept).
+	AfterSeq      uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAlertsRequest) Reset() {
+	*x = WatchAlertsRequest{}
+	mi := &file_tollgate_v1_alert_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAlertsRequest) ProtoMessage() {}
+
+func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_alert_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAlertsRequest.ProtoReflect.Descriptor instead.
+func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WatchAlertsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *WatchAlertsRequest) GetKind() AlertKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AlertKind_ALERT_KIND_UNSPECIFIED
+}
+
+func (x *WatchAlertsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+type WatchAlertsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *Alert                 `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAlertsResponse) Reset() {
+	*x = WatchAlertsResponse{}
+	mi := &file_tollgate_v1_alert_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAlertsResponse) ProtoMessage() {}
+
+func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_alert_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAlertsResponse.ProtoReflect.Descriptor instead.
+func (*WatchAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WatchAlertsResponse) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
 type ListAlertsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Only this kind (unspecified: all).
 	Kind AlertKind `protobuf:"varint,2,opt,name=kind,proto3,enum=tollgate.v1.AlertKind" json:"kind,omitempty"`
+	// Only alerts in these states (none: all).
+	States []AlertState `protobuf:"varint,7,rep,packed,name=states,proto3,enum=tollgate.v1.AlertState" json:"states,omitempty"`
 	// 1-1000; default 100.
 	PageSize      uint32      `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken     string      `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -247,7 +697,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_tollgate_v1_alert_proto_msgTypes[1]
+	mi := &file_tollgate_v1_alert_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +709,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_alert_proto_msgTypes[1]
+	mi := &file_tollgate_v1_alert_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +722,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{1}
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListAlertsRequest) GetTenant() string {
@@ -287,6 +737,13 @@ func (x *ListAlertsRequest) GetKind() AlertKind {
 		return x.Kind
 	}
 	return AlertKind_ALERT_KIND_UNSPECIFIED
+}
+
+func (x *ListAlertsRequest) GetStates() []AlertState {
+	if x != nil {
+		return x.States
+	}
+	return nil
 }
 
 func (x *ListAlertsRequest) GetPageSize() uint32 {
@@ -329,7 +786,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_tollgate_v1_alert_proto_msgTypes[2]
+	mi := &file_tollgate_v1_alert_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +798,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tollgate_v1_alert_proto_msgTypes[2]
+	mi := &file_tollgate_v1_alert_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +811,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{2}
+	return file_tollgate_v1_alert_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -382,7 +839,7 @@ var File_tollgate_v1_alert_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_alert_proto_rawDesc = "" +
 	"\n" +
-	"\x17tollgate/v1/alert.proto\x12\vtollgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\"\xd4\x03\n" +
+	"\x17tollgate/v1/alert.proto\x12\vtollgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/common.proto\"\xcd\x05\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12*\n" +
@@ -399,10 +856,43 @@ const file_tollgate_v1_alert_proto_rawDesc = "" +
 	"\x03mad\x18\v \x01(\tR\x03mad\x12\x14\n" +
 	"\x05score\x18\f \x01(\tR\x05score\x127\n" +
 	"\traised_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\braisedAt\x12\x1b\n" +
-	"\tlog_index\x18\x0e \x01(\x04R\blogIndex\"\xf4\x01\n" +
-	"\x11ListAlertsRequest\x12\x16\n" +
+	"\tlog_index\x18\x0e \x01(\x04R\blogIndex\x12\x18\n" +
+	"\apercent\x18\x0f \x01(\rR\apercent\x12-\n" +
+	"\x05state\x18\x10 \x01(\x0e2\x17.tollgate.v1.AlertStateR\x05state\x12\x19\n" +
+	"\backed_by\x18\x11 \x01(\tR\aackedBy\x125\n" +
+	"\backed_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\aackedAt\x12\x1f\n" +
+	"\vresolved_by\x18\x13 \x01(\tR\n" +
+	"resolvedBy\x12;\n" +
+	"\vresolved_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"resolvedAt\"s\n" +
+	"\x0fAckAlertRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x19\n" +
+	"\balert_id\x18\x02 \x01(\tR\aalertId\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"Y\n" +
+	"\x10AckAlertResponse\x12(\n" +
+	"\x05alert\x18\x01 \x01(\v2\x12.tollgate.v1.AlertR\x05alert\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"w\n" +
+	"\x13ResolveAlertRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x19\n" +
+	"\balert_id\x18\x02 \x01(\tR\aalertId\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"]\n" +
+	"\x14ResolveAlertResponse\x12(\n" +
+	"\x05alert\x18\x01 \x01(\v2\x12.tollgate.v1.AlertR\x05alert\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\"u\n" +
+	"\x12WatchAlertsRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.tollgate.v1.AlertKindR\x04kind\x12\x1b\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"?\n" +
+	"\x13WatchAlertsResponse\x12(\n" +
+	"\x05alert\x18\x01 \x01(\v2\x12.tollgate.v1.AlertR\x05alert\"\xa5\x02\n" +
+	"\x11ListAlertsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12*\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x16.tollgate.v1.AlertKindR\x04kind\x12/\n" +
+	"\x06states\x18\a \x03(\x0e2\x17.tollgate.v1.AlertStateR\x06states\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x12:\n" +
@@ -411,16 +901,25 @@ const file_tollgate_v1_alert_proto_rawDesc = "" +
 	"\x12ListAlertsResponse\x12*\n" +
 	"\x06alerts\x18\x01 \x03(\v2\x12.tollgate.v1.AlertR\x06alerts\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x122\n" +
-	"\tread_info\x18\x03 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo*\xa5\x01\n" +
+	"\tread_info\x18\x03 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo*w\n" +
+	"\n" +
+	"AlertState\x12\x1b\n" +
+	"\x17ALERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ALERT_STATE_OPEN\x10\x01\x12\x1c\n" +
+	"\x18ALERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n" +
+	"\x14ALERT_STATE_RESOLVED\x10\x03*\xa5\x01\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bALERT_KIND_BUDGET_THRESHOLD\x10\x01\x12\x1e\n" +
 	"\x1aALERT_KIND_BUDGET_EXCEEDED\x10\x02\x12\x1e\n" +
 	"\x1aALERT_KIND_QUOTA_EXHAUSTED\x10\x03\x12\x1b\n" +
-	"\x17ALERT_KIND_COST_ANOMALY\x10\x042b\n" +
+	"\x17ALERT_KIND_COST_ANOMALY\x10\x042\xd9\x02\n" +
 	"\fAlertService\x12R\n" +
 	"\n" +
-	"ListAlerts\x12\x1e.tollgate.v1.ListAlertsRequest\x1a\x1f.tollgate.v1.ListAlertsResponse\"\x03\x90\x02\x01B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
+	"ListAlerts\x12\x1e.tollgate.v1.ListAlertsRequest\x1a\x1f.tollgate.v1.ListAlertsResponse\"\x03\x90\x02\x01\x12G\n" +
+	"\bAckAlert\x12\x1c.tollgate.v1.AckAlertRequest\x1a\x1d.tollgate.v1.AckAlertResponse\x12S\n" +
+	"\fResolveAlert\x12 .tollgate.v1.ResolveAlertRequest\x1a!.tollgate.v1.ResolveAlertResponse\x12W\n" +
+	"\vWatchAlerts\x12\x1f.tollgate.v1.WatchAlertsRequest\x1a .tollgate.v1.WatchAlertsResponse\"\x03\x90\x02\x010\x01B9Z7github.com/tollgate/tollgate/gen/tollgate/v1;tollgatev1b\x06proto3"
 
 var (
 	file_tollgate_v1_alert_proto_rawDescOnce sync.Once
@@ -434,33 +933,54 @@ func file_tollgate_v1_alert_proto_rawDescGZIP() []byte {
 	return file_tollgate_v1_alert_proto_rawDescData
 }
 
-var file_tollgate_v1_alert_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tollgate_v1_alert_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_tollgate_v1_alert_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tollgate_v1_alert_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tollgate_v1_alert_proto_goTypes = []any{
-	(AlertKind)(0),                // 0: tollgate.v1.AlertKind
-	(*Alert)(nil),                 // 1: tollgate.v1.Alert
-	(*ListAlertsRequest)(nil),     // 2: tollgate.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),    // 3: tollgate.v1.ListAlertsResponse
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(Consistency)(0),              // 5: tollgate.v1.Consistency
-	(*ReadInfo)(nil),              // 6: tollgate.v1.ReadInfo
+	(AlertState)(0),               // 0: tollgate.v1.AlertState
+	(AlertKind)(0),                // 1: tollgate.v1.AlertKind
+	(*Alert)(nil),                 // 2: tollgate.v1.Alert
+	(*AckAlertRequest)(nil),       // 3: tollgate.v1.AckAlertRequest
+	(*AckAlertResponse)(nil),      // 4: tollgate.v1.AckAlertResponse
+	(*ResolveAlertRequest)(nil),   // 5: tollgate.v1.ResolveAlertRequest
+	(*ResolveAlertResponse)(nil),  // 6: tollgate.v1.ResolveAlertResponse
+	(*WatchAlertsRequest)(nil),    // 7: tollgate.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),   // 8: tollgate.v1.WatchAlertsResponse
+	(*ListAlertsRequest)(nil),     // 9: tollgate.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),    // 10: tollgate.v1.ListAlertsResponse
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(Consistency)(0),              // 12: tollgate.v1.Consistency
+	(*ReadInfo)(nil),              // 13: tollgate.v1.ReadInfo
 }
 var file_tollgate_v1_alert_proto_depIdxs = []int32{
-	0, // 0: tollgate.v1.Alert.kind:type_name -> tollgate.v1.AlertKind
-	4, // 1: tollgate.v1.Alert.bucket_start:type_name -> google.protobuf.Timestamp
-	4, // 2: tollgate.v1.Alert.bucket_end:type_name -> google.protobuf.Timestamp
-	4, // 3: tollgate.v1.Alert.raised_at:type_name -> google.protobuf.Timestamp
-	0, // 4: tollgate.v1.ListAlertsRequest.kind:type_name -> tollgate.v1.AlertKind
-	5, // 5: tollgate.v1.ListAlertsRequest.consistency:type_name -> tollgate.v1.Consistency
-	1, // 6: tollgate.v1.ListAlertsResponse.alerts:type_name -> tollgate.v1.Alert
-	6, // 7: tollgate.v1.ListAlertsResponse.read_info:type_name -> tollgate.v1.ReadInfo
-	2, // 8: tollgate.v1.AlertService.ListAlerts:input_type -> tollgate.v1.ListAlertsRequest
-	3, // 9: tollgate.v1.AlertService.ListAlerts:output_type -> tollgate.v1.ListAlertsResponse
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: tollgate.v1.Alert.kind:type_name -> tollgate.v1.AlertKind
+	11, // 1: tollgate.v1.Alert.bucket_start:type_name -> google.protobuf.Timestamp
+	11, // 2: tollgate.v1.Alert.bucket_end:type_name -> google.protobuf.Timestamp
+	11, // 3: tollgate.v1.Alert.raised_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: tollgate.v1.Alert.state:type_name -> tollgate.v1.AlertState
+	11, // 5: tollgate.v1.Alert.acked_at:type_name -> google.protobuf.Timestamp
+	11, // 6: tollgate.v1.Alert.resolved_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: tollgate.v1.AckAlertResponse.alert:type_name -> tollgate.v1.Alert
+	2,  // 8: tollgate.v1.ResolveAlertResponse.alert:type_name -> tollgate.v1.Alert
+	1,  // 9: tollgate.v1.WatchAlertsRequest.kind:type_name -> tollgate.v1.AlertKind
+	2,  // 10: tollgate.v1.WatchAlertsResponse.alert:type_name -> tollgate.v1.Alert
+	1,  // 11: tollgate.v1.ListAlertsRequest.kind:type_name -> tollgate.v1.AlertKind
+	0,  // 12: tollgate.v1.ListAlertsRequest.states:type_name -> tollgate.v1.AlertState
+	12, // 13: tollgate.v1.ListAlertsRequest.consistency:type_name -> tollgate.v1.Consistency
+	2,  // 14: tollgate.v1.ListAlertsResponse.alerts:type_name -> tollgate.v1.Alert
+	13, // 15: tollgate.v1.ListAlertsResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	9,  // 16: tollgate.v1.AlertService.ListAlerts:input_type -> tollgate.v1.ListAlertsRequest
+	3,  // 17: tollgate.v1.AlertService.AckAlert:input_type -> tollgate.v1.AckAlertRequest
+	5,  // 18: tollgate.v1.AlertService.ResolveAlert:input_type -> tollgate.v1.ResolveAlertRequest
+	7,  // 19: tollgate.v1.AlertService.WatchAlerts:input_type -> tollgate.v1.WatchAlertsRequest
+	10, // 20: tollgate.v1.AlertService.ListAlerts:output_type -> tollgate.v1.ListAlertsResponse
+	4,  // 21: tollgate.v1.AlertService.AckAlert:output_type -> tollgate.v1.AckAlertResponse
+	6,  // 22: tollgate.v1.AlertService.ResolveAlert:output_type -> tollgate.v1.ResolveAlertResponse
+	8,  // 23: tollgate.v1.AlertService.WatchAlerts:output_type -> tollgate.v1.WatchAlertsResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_alert_proto_init() }
@@ -474,8 +994,8 @@ func file_tollgate_v1_alert_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_v1_alert_proto_rawDesc), len(file_tollgate_v1_alert_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   3,
+			NumEnums:      2,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

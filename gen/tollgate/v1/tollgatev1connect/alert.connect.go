@@ -35,11 +35,28 @@ const (
 const (
 	// AlertServiceListAlertsProcedure is the fully-qualified name of the AlertService's ListAlerts RPC.
 	AlertServiceListAlertsProcedure = "/tollgate.v1.AlertService/ListAlerts"
+	// AlertServiceAckAlertProcedure is the fully-qualified name of the AlertService's AckAlert RPC.
+	AlertServiceAckAlertProcedure = "/tollgate.v1.AlertService/AckAlert"
+	// AlertServiceResolveAlertProcedure is the fully-qualified name of the AlertService's ResolveAlert
+	// RPC.
+	AlertServiceResolveAlertProcedure = "/tollgate.v1.AlertService/ResolveAlert"
+	// AlertServiceWatchAlertsProcedure is the fully-qualified name of the AlertService's WatchAlerts
+	// RPC.
+	AlertServiceWatchAlertsProcedure = "/tollgate.v1.AlertService/WatchAlerts"
 )
 
 // AlertServiceClient is a client for the tollgate.v1.AlertService service.
 type AlertServiceClient interface {
 	ListAlerts(context.Context, *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error)
+	// AckAlert moves an OPEN alert to ACKNOWLEDGED, saying who.
+	AckAlert(context.Context, *connect.Request[v1.AckAlertRequest]) (*connect.Response[v1.AckAlertResponse], error)
+	// ResolveAlert moves an OPEN or ACKNOWLEDGED alert to RESOLVED.
+	ResolveAlert(context.Context, *connect.Request[v1.ResolveAlertRequest]) (*connect.Response[v1.ResolveAlertResponse], error)
+	// WatchAlerts streams the tenant's alerts with seq > after_seq, in seq
+	// order, from any node, then new ones as the node applies them. A client
+	// that reconnects (to any node) with the last seq it received misses and
+	// repeats nothing: alerts are numbered in the replicated log.
+	WatchAlerts(context.Context, *connect.Request[v1.WatchAlertsRequest]) (*connect.ServerStreamForClient[v1.WatchAlertsResponse], error)
 }
 
 // NewAlertServiceClient constructs a client for the tollgate.v1.AlertService service. By default,
@@ -60,12 +77,34 @@ func NewAlertServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		ackAlert: connect.NewClient[v1.AckAlertRequest, v1.AckAlertResponse](
+			httpClient,
+			baseURL+AlertServiceAckAlertProcedure,
+			connect.WithSchema(alertServiceMethods.ByName("AckAlert")),
+			connect.WithClientOptions(opts...),
+		),
+		resolveAlert: connect.NewClient[v1.ResolveAlertRequest, v1.ResolveAlertResponse](
+			httpClient,
+			baseURL+AlertServiceResolveAlertProcedure,
+			connect.WithSchema(alertServiceMethods.ByName("ResolveAlert")),
+			connect.WithClientOptions(opts...),
+		),
+		watchAlerts: connect.NewClient[v1.WatchAlertsRequest, v1.WatchAlertsResponse](
+			httpClient,
+			baseURL+AlertServiceWatchAlertsProcedure,
+			connect.WithSchema(alertServiceMethods.ByName("WatchAlerts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // alertServiceClient implements AlertServiceClient.
 type alertServiceClient struct {
-	listAlerts *connect.Client[v1.ListAlertsRequest, v1.ListAlertsResponse]
+	listAlerts   *connect.Client[v1.ListAlertsRequest, v1.ListAlertsResponse]
+	ackAlert     *connect.Client[v1.AckAlertRequest, v1.AckAlertResponse]
+	resolveAlert *connect.Client[v1.ResolveAlertRequest, v1.ResolveAlertResponse]
+	watchAlerts  *connect.Client[v1.WatchAlertsRequest, v1.WatchAlertsResponse]
 }
 
 // ListAlerts calls tollgate.v1.AlertService.ListAlerts.
@@ -73,9 +112,33 @@ func (c *alertServiceClient) ListAlerts(ctx context.Context, req *connect.Reques
 	return c.listAlerts.CallUnary(ctx, req)
 }
 
+// AckAlert calls tollgate.v1.AlertService.AckAlert.
+func (c *alertServiceClient) AckAlert(ctx context.Context, req *connect.Request[v1.AckAlertRequest]) (*connect.Response[v1.AckAlertResponse], error) {
+	return c.ackAlert.CallUnary(ctx, req)
+}
+
+// ResolveAlert calls tollgate.v1.AlertService.ResolveAlert.
+func (c *alertServiceClient) ResolveAlert(ctx context.Context, req *connect.Request[v1.ResolveAlertRequest]) (*connect.Response[v1.ResolveAlertResponse], error) {
+	return c.resolveAlert.CallUnary(ctx, req)
+}
+
+// WatchAlerts calls tollgate.v1.AlertService.WatchAlerts.
+func (c *alertServiceClient) WatchAlerts(ctx context.Context, req *connect.Request[v1.WatchAlertsRequest]) (*connect.ServerStreamForClient[v1.WatchAlertsResponse], error) {
+	return c.watchAlerts.CallServerStream(ctx, req)
+}
+
 // AlertServiceHandler is an implementation of the tollgate.v1.AlertService service.
 type AlertServiceHandler interface {
 	ListAlerts(context.Context, *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error)
+	// AckAlert moves an OPEN alert to ACKNOWLEDGED, saying who.
+	AckAlert(context.Context, *connect.Request[v1.AckAlertRequest]) (*connect.Response[v1.AckAlertResponse], error)
+	// ResolveAlert moves an OPEN or ACKNOWLEDGED alert to RESOLVED.
+	ResolveAlert(context.Context, *connect.Request[v1.ResolveAlertRequest]) (*connect.Response[v1.ResolveAlertResponse], error)
+	// WatchAlerts streams the tenant's alerts with seq > after_seq, in seq
+	// order, from any node, then new ones as the node applies them. A client
+	// that reconnects (to any node) with the last seq it received misses and
+	// repeats nothing: alerts are numbered in the replicated log.
+	WatchAlerts(context.Context, *connect.Request[v1.WatchAlertsRequest], *connect.ServerStream[v1.WatchAlertsResponse]) error
 }
 
 // NewAlertServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -92,10 +155,35 @@ func NewAlertServiceHandler(svc AlertServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	alertServiceAckAlertHandler := connect.NewUnaryHandler(
+		AlertServiceAckAlertProcedure,
+		svc.AckAlert,
+		connect.WithSchema(alertServiceMethods.ByName("AckAlert")),
+		connect.WithHandlerOptions(opts...),
+	)
+	alertServiceResolveAlertHandler := connect.NewUnaryHandler(
+		AlertServiceResolveAlertProcedure,
+		svc.ResolveAlert,
+		connect.WithSchema(alertServiceMethods.ByName("ResolveAlert")),
+		connect.WithHandlerOptions(opts...),
+	)
+	alertServiceWatchAlertsHandler := connect.NewServerStreamHandler(
+		AlertServiceWatchAlertsProcedure,
+		svc.WatchAlerts,
+		connect.WithSchema(alertServiceMethods.ByName("WatchAlerts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tollgate.v1.AlertService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AlertServiceListAlertsProcedure:
 			alertServiceListAlertsHandler.ServeHTTP(w, r)
+		case AlertServiceAckAlertProcedure:
+			alertServiceAckAlertHandler.ServeHTTP(w, r)
+		case AlertServiceResolveAlertProcedure:
+			alertServiceResolveAlertHandler.ServeHTTP(w, r)
+		case AlertServiceWatchAlertsProcedure:
+			alertServiceWatchAlertsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -107,4 +195,16 @@ type UnimplementedAlertServiceHandler struct{}
 
 func (UnimplementedAlertServiceHandler) ListAlerts(context.Context, *connect.Request[v1.ListAlertsRequest]) (*connect.Response[v1.ListAlertsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.AlertService.ListAlerts is not implemented"))
+}
+
+func (UnimplementedAlertServiceHandler) AckAlert(context.Context, *connect.Request[v1.AckAlertRequest]) (*connect.Response[v1.AckAlertResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.AlertService.AckAlert is not implemented"))
+}
+
+func (UnimplementedAlertServiceHandler) ResolveAlert(context.Context, *connect.Request[v1.ResolveAlertRequest]) (*connect.Response[v1.ResolveAlertResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.AlertService.ResolveAlert is not implemented"))
+}
+
+func (UnimplementedAlertServiceHandler) WatchAlerts(context.Context, *connect.Request[v1.WatchAlertsRequest], *connect.ServerStream[v1.WatchAlertsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.AlertService.WatchAlerts is not implemented"))
 }
