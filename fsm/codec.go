@@ -60,6 +60,9 @@ func init() {
 	registerCommand(TypeQuotaConsume, func() Command { return &QuotaConsume{} })
 	registerCommand(TypeRenewQuotaPool, func() Command { return &RenewQuotaPool{} })
 	registerCommand(TypeAckAlert, func() Command { return &AckAlert{} })
+	registerCommand(TypeUpdateQuotaPool, func() Command { return &UpdateQuotaPool{} })
+	registerCommand(TypeDeleteQuotaPool, func() Command { return &DeleteQuotaPool{} })
+	registerCommand(TypeSetQuotaConsumers, func() Command { return &SetQuotaConsumers{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

@@ -32,6 +32,9 @@ const (
 	TypeQuotaConsume                   // 22
 	TypeRenewQuotaPool                 // 23
 	TypeAckAlert                       // 24: acknowledge or resolve an alert
+	TypeUpdateQuotaPool                // 25
+	TypeDeleteQuotaPool                // 26
+	TypeSetQuotaConsumers              // 27: several consumers, one reallocation
 )
 
 // Command is one decoded command. Every command carries its tenant and an

@@ -205,6 +205,12 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 		return s.renewQuotaPool(ctx, c)
 	case *AckAlert:
 		return s.ackAlert(ctx, c)
+	case *UpdateQuotaPool:
+		return s.updateQuotaPool(ctx, c)
+	case *DeleteQuotaPool:
+		return s.deleteQuotaPool(c)
+	case *SetQuotaConsumers:
+		return s.setQuotaConsumers(ctx, c)
 	}
 	panic(fmt.Sprintf("fsm: no handler for command type %d", c.Type()))
 }

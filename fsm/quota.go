@@ -409,6 +409,15 @@ func quotaLeaf(b *leafBuilder, c Command, r *Result) ReceiptRef {
 			[]receipt.Field{fm("amount", c.AmountMicros)}, []receipt.Field{fm("allocated", q.AllocatedMicros), fm("used", q.UsedMicros)})
 	case *RenewQuotaPool:
 		return b.add(c.Tenant, "quota.renew", c.PoolID, c.RequestID, "ok", "", nil, nil)
+	case *UpdateQuotaPool:
+		return b.add(c.Tenant, "quota.pool_update", c.Pool.ID, c.RequestID, "ok", "",
+			[]receipt.Field{fi("fields", int64(c.Fields)), fm("capacity", pool.Spec.CapacityMicros), fi("strategy", int64(pool.Spec.Strategy)),
+				fi("enforcement", int64(pool.Spec.Enforcement))}, allocations(pool))
+	case *DeleteQuotaPool:
+		return b.add(c.Tenant, "quota.pool_delete", c.PoolID, c.RequestID, "ok", "", nil, nil)
+	case *SetQuotaConsumers:
+		return b.add(c.Tenant, "quota.consumers_set", c.PoolID, c.RequestID, "ok", "",
+			[]receipt.Field{fi("consumers", int64(len(c.Consumers)))}, allocations(pool))
 	}
 	panic(fmt.Sprintf("fsm: no quota leaf for %T", c))
 }
@@ -467,4 +476,168 @@ func (s *state) checkRestoredQuota(p *QuotaPool) error {
 		return errors.New("period bounds are inconsistent")
 	}
 	return nil
+}
+
+// Pool fields an UpdateQuotaPool may replace.
+const (
+	UpdatePoolCapacity    uint8 = 1 << 0
+	UpdatePoolStrategy    uint8 = 1 << 1
+	UpdatePoolEnforcement uint8 = 1 << 2
+	updatePoolAll               = UpdatePoolCapacity | UpdatePoolStrategy | UpdatePoolEnforcement
+)
+
+// UpdateQuotaPool replaces the fields in Fields; allocations are recomputed.
+type UpdateQuotaPool struct {
+	Tenant    string        `msgpack:"t"`
+	RequestID string        `msgpack:"r,omitempty"`
+	Fields    uint8         `msgpack:"f"`
+	Pool      QuotaPoolSpec `msgpack:"p"`
+}
+
+// DeleteQuotaPool removes a pool and its consumers.
+type DeleteQuotaPool struct {
+	Tenant    string `msgpack:"t"`
+	RequestID string `msgpack:"r,omitempty"`
+	PoolID    string `msgpack:"p"`
+}
+
+// SetQuotaConsumers adds or replaces several consumers at once (one
+// reallocation).
+type SetQuotaConsumers struct {
+	Tenant    string              `msgpack:"t"`
+	RequestID string              `msgpack:"r,omitempty"`
+	PoolID    string              `msgpack:"p"`
+	Consumers []QuotaConsumerSpec `msgpack:"c"`
+}
+
+func (*UpdateQuotaPool) Type() CommandType                    { return TypeUpdateQuotaPool }
+func (c *UpdateQuotaPool) idempotencyKey() (string, string)   { return c.Tenant, c.RequestID }
+func (*DeleteQuotaPool) Type() CommandType                    { return TypeDeleteQuotaPool }
+func (c *DeleteQuotaPool) idempotencyKey() (string, string)   { return c.Tenant, c.RequestID }
+func (*SetQuotaConsumers) Type() CommandType                  { return TypeSetQuotaConsumers }
+func (c *SetQuotaConsumers) idempotencyKey() (string, string) { return c.Tenant, c.RequestID }
+
+func validateUpdateQuotaPool(c *UpdateQuotaPool) *Error {
+	if c.Fields == 0 || c.Fields&^updatePoolAll != 0 {
+		return invalidf("update_mask names no updatable field (capacity, strategy, enforcement)")
+	}
+	if err := ValidateID("pool.id", c.Pool.ID); err != nil {
+		return err
+	}
+	if c.Fields&UpdatePoolCapacity != 0 {
+		if err := validateAmount("pool.capacity", c.Pool.CapacityMicros, false); err != nil {
+			return err
+		}
+	}
+	if c.Fields&UpdatePoolStrategy != 0 && (c.Pool.Strategy < StrategyFixed || c.Pool.Strategy > StrategyPriority) {
+		return invalidf("pool.strategy %d is not FIXED, PROPORTIONAL, FAIR_SHARE or PRIORITY", c.Pool.Strategy)
+	}
+	if c.Fields&UpdatePoolEnforcement != 0 && c.Pool.Enforcement != EnforcementHard && c.Pool.Enforcement != EnforcementSoft {
+		return invalidf("pool.enforcement must be HARD or SOFT")
+	}
+	return nil
+}
+
+func validateSetQuotaConsumers(c *SetQuotaConsumers) *Error {
+	if err := ValidateID("pool_id", c.PoolID); err != nil {
+		return err
+	}
+	if len(c.Consumers) == 0 || len(c.Consumers) > QuotaConsumersMax {
+		return invalidf("consumers has %d consumers; want 1 to %d", len(c.Consumers), QuotaConsumersMax)
+	}
+	seen := map[string]bool{}
+	for i := range c.Consumers {
+		if err := validateQuotaConsumerSpec(&c.Consumers[i]); err != nil {
+			return invalidf("consumers[%d]: %s", i, err.Message)
+		}
+		if seen[c.Consumers[i].ID] {
+			return invalidf("consumers[%d]: %q appears twice", i, c.Consumers[i].ID)
+		}
+		seen[c.Consumers[i].ID] = true
+	}
+	return nil
+}
+
+func (s *state) updateQuotaPool(ctx applyCtx, c *UpdateQuotaPool) Result {
+	p, miss := s.quotaPool(c.Tenant, c.Pool.ID)
+	if p == nil {
+		return miss
+	}
+	rollQuota(p, ctx.nowMs)
+	if c.Fields&UpdatePoolCapacity != 0 {
+		p.Spec.CapacityMicros = c.Pool.CapacityMicros
+	}
+	if c.Fields&UpdatePoolStrategy != 0 {
+		p.Spec.Strategy = c.Pool.Strategy
+	}
+	if c.Fields&UpdatePoolEnforcement != 0 {
+		p.Spec.Enforcement = c.Pool.Enforcement
+	}
+	p.reallocate()
+	p.Version++
+	p.UpdatedAtMs = ctx.nowMs
+	return Result{Quota: &QuotaResult{Pool: p.clone()}}
+}
+
+func (s *state) deleteQuotaPool(c *DeleteQuotaPool) Result {
+	p, miss := s.quotaPool(c.Tenant, c.PoolID)
+	if p == nil {
+		return miss
+	}
+	delete(s.quotas, objectKey{c.Tenant, c.PoolID})
+	return Result{Quota: &QuotaResult{Pool: p.clone()}}
+}
+
+func (s *state) setQuotaConsumers(ctx applyCtx, c *SetQuotaConsumers) Result {
+	p, miss := s.quotaPool(c.Tenant, c.PoolID)
+	if p == nil {
+		return miss
+	}
+	added := 0
+	for _, spec := range c.Consumers {
+		if _, q := p.consumer(spec.ID); q == nil {
+			added++
+		}
+	}
+	if len(p.Consumers)+added > QuotaConsumersMax {
+		return Result{Err: errorf(CodeResourceExhausted, "quota pool %q would have %d consumers; at most %d", c.PoolID, len(p.Consumers)+added, QuotaConsumersMax)}
+	}
+	rollQuota(p, ctx.nowMs)
+	for _, spec := range c.Consumers {
+		i, q := p.consumer(spec.ID)
+		if q != nil {
+			q.Spec = spec
+			continue
+		}
+		p.Consumers = append(p.Consumers, nil)
+		copy(p.Consumers[i+1:], p.Consumers[i:])
+		p.Consumers[i] = &QuotaConsumer{Spec: spec}
+	}
+	p.reallocate()
+	p.Version++
+	p.UpdatedAtMs = ctx.nowMs
+	return Result{Quota: &QuotaResult{Pool: p.clone()}}
+}
+
+// QuotaPools lists a tenant's pools by id after afterID, at most limit, and
+// the id to continue after ("" at the end).
+func (v View) QuotaPools(tenant, afterID string, limit int) ([]*QuotaPool, string) {
+	var ids []string
+	for k := range v.s.quotas {
+		if k.Tenant == tenant && k.ID > afterID {
+			ids = append(ids, k.ID)
+		}
+	}
+	sort.Strings(ids)
+	next := ""
+	if len(ids) > limit {
+		ids, next = ids[:limit], ids[limit-1]
+	}
+	out := make([]*QuotaPool, len(ids))
+	for i, id := range ids {
+		c := v.s.quotas[objectKey{tenant, id}].clone()
+		rollQuota(c, v.nowMs)
+		out[i] = c
+	}
+	return out, next
 }

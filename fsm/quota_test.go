@@ -120,3 +120,38 @@ func TestQuotaRenewsAtPeriodBoundaries(t *testing.T) {
 		t.Fatalf("manual renewal: %+v", r.Pool)
 	}
 }
+
+// TestQuotaUpdateDeleteBatchList: a batch of consumers reallocates once, a
+// capacity or strategy update reallocates, pools list by id in pages, and a
+// deleted pool is gone.
+func TestQuotaUpdateDeleteBatchList(t *testing.T) {
+	h := newHarness(t)
+	h.quota(t0, pool("p2", usd(t, "90"), fsm.PeriodNone, "UTC", fsm.StrategyProportional))
+	h.quota(t0, pool("p1", usd(t, "1"), fsm.PeriodNone, "UTC", fsm.StrategyProportional))
+	r := h.quota(t0, &fsm.SetQuotaConsumers{Tenant: tenant, PoolID: "p2", Consumers: []fsm.QuotaConsumerSpec{
+		{ID: "x", Weight: 1}, {ID: "y", Weight: 2}}})
+	if got := allocs(r.Pool); got != "x=0/30 y=0/60" {
+		t.Fatalf("batch: %s", got)
+	}
+	r = h.quota(t0, &fsm.UpdateQuotaPool{Tenant: tenant, Fields: fsm.UpdatePoolCapacity | fsm.UpdatePoolStrategy,
+		Pool: fsm.QuotaPoolSpec{ID: "p2", CapacityMicros: usd(t, "60"), Strategy: fsm.StrategyFixed}})
+	if got := allocs(r.Pool); got != "x=0/0 y=0/0" || r.Pool.Version != 3 {
+		t.Fatalf("after update to FIXED without fixed amounts: %s (v%d)", got, r.Pool.Version)
+	}
+	if err := fsm.Validate(&fsm.SetQuotaConsumers{Tenant: tenant, PoolID: "p2", Consumers: []fsm.QuotaConsumerSpec{{ID: "x", Weight: 1}, {ID: "x", Weight: 1}}}); err == nil ||
+		!strings.Contains(err.Message, `consumers[1]: "x" appears twice`) {
+		t.Errorf("duplicate in a batch: %v", err)
+	}
+	var page []*fsm.QuotaPool
+	var next string
+	h.m.Read(t0, func(v fsm.View) error { page, next = v.QuotaPools(tenant, "", 1); return nil })
+	if len(page) != 1 || page[0].Spec.ID != "p1" || next != "p1" {
+		t.Fatalf("first page: %d pools, next %q", len(page), next)
+	}
+	h.m.Read(t0, func(v fsm.View) error { page, next = v.QuotaPools(tenant, next, 1); return nil })
+	if len(page) != 1 || page[0].Spec.ID != "p2" || next != "" {
+		t.Fatalf("second page: %d pools, next %q", len(page), next)
+	}
+	h.quota(t0, &fsm.DeleteQuotaPool{Tenant: tenant, PoolID: "p2"})
+	h.fail(t0, &fsm.QuotaConsume{Tenant: tenant, PoolID: "p2", ConsumerID: "x", AmountMicros: 1}, fsm.CodeNotFound)
+}

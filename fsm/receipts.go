@@ -322,7 +322,7 @@ func (b *leafBuilder) addLeaves(c Command, r *Result) {
 			op = "alert.resolve"
 		}
 		ref = b.add(c.Tenant, op, c.AlertID, c.RequestID, "ok", "", []receipt.Field{fs("by", c.By)}, nil)
-	case *CreateQuotaPool, *SetQuotaConsumer, *SetQuotaDemand, *QuotaConsume, *RenewQuotaPool:
+	case *CreateQuotaPool, *SetQuotaConsumer, *SetQuotaDemand, *QuotaConsume, *RenewQuotaPool, *UpdateQuotaPool, *DeleteQuotaPool, *SetQuotaConsumers:
 		ref = quotaLeaf(b, c, r)
 	case *SetAnomalyDetector:
 		op, in := "cost.detector_set", []receipt.Field{fs("group_by", strings.Join(c.Detector.GroupBy, ",")),

@@ -256,6 +256,12 @@ func Validate(c Command) *Error {
 		return ValidateID("pool_id", c.PoolID)
 	case *AckAlert:
 		return validateAckAlert(c)
+	case *UpdateQuotaPool:
+		return validateUpdateQuotaPool(c)
+	case *DeleteQuotaPool:
+		return ValidateID("pool_id", c.PoolID)
+	case *SetQuotaConsumers:
+		return validateSetQuotaConsumers(c)
 	case *SetAnomalyDetector:
 		if c.Delete {
 			return ValidateID("detector.id", c.Detector.ID)

@@ -234,3 +234,77 @@ func (h *quotaHandler) Renew(ctx context.Context, req *connect.Request[tollgatev
 	}
 	return reply(r, &tollgatev1.RenewResponse{State: st, LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
 }
+
+func (h *quotaHandler) ListPools(ctx context.Context, req *connect.Request[tollgatev1.ListPoolsRequest]) (*connect.Response[tollgatev1.ListPoolsResponse], error) {
+	lp, err := parseList(req.Msg.Tenant, req.Msg.PageSize, req.Msg.PageToken, req.Msg.Consistency, req.Msg.MaxStaleness)
+	if err != nil {
+		return nil, err
+	}
+	var page []*fsm.QuotaPool
+	var next string
+	info, err := h.node.Read(ctx, lp.level, lp.maxStale, func(v fsm.View) error {
+		page, next = v.QuotaPools(req.Msg.Tenant, lp.after, lp.size)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &tollgatev1.ListPoolsResponse{NextPageToken: encodePageToken(next), ReadInfo: readInfo(info)}
+	for _, p := range page {
+		out.Pools = append(out.Pools, quotaStateToWire(p))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *quotaHandler) UpdatePool(ctx context.Context, req *connect.Request[tollgatev1.UpdatePoolRequest]) (*connect.Response[tollgatev1.UpdatePoolResponse], error) {
+	p := req.Msg.Pool
+	if p == nil {
+		return nil, invalid("pool is missing")
+	}
+	if len(req.Msg.UpdateMask.GetPaths()) == 0 {
+		return nil, invalid("update_mask is required (capacity, strategy, enforcement)")
+	}
+	fields, err := maskFields("update_mask", req.Msg.UpdateMask.GetPaths(), map[string]uint8{
+		"capacity": fsm.UpdatePoolCapacity, "strategy": fsm.UpdatePoolStrategy, "enforcement": fsm.UpdatePoolEnforcement})
+	if err != nil {
+		return nil, err
+	}
+	spec := fsm.QuotaPoolSpec{ID: p.Id, Strategy: fsm.Strategy(p.Strategy), Enforcement: fsm.Enforcement(p.Enforcement)}
+	if fields&fsm.UpdatePoolCapacity != 0 {
+		if spec.CapacityMicros, err = parseAmount("pool.capacity", p.Capacity); err != nil {
+			return nil, err
+		}
+	}
+	r, st, err := h.poolReply(ctx, &fsm.UpdateQuotaPool{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Fields: fields, Pool: spec})
+	if err != nil {
+		return nil, err
+	}
+	return reply(r, &tollgatev1.UpdatePoolResponse{State: st, LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
+}
+
+func (h *quotaHandler) DeletePool(ctx context.Context, req *connect.Request[tollgatev1.DeletePoolRequest]) (*connect.Response[tollgatev1.DeletePoolResponse], error) {
+	r, err := proposeOne(ctx, h.node, &fsm.DeleteQuotaPool{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId})
+	if err != nil {
+		return nil, err
+	}
+	return reply(r, &tollgatev1.DeletePoolResponse{LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
+}
+
+func (h *quotaHandler) AllocateBatch(ctx context.Context, req *connect.Request[tollgatev1.AllocateBatchRequest]) (*connect.Response[tollgatev1.AllocateBatchResponse], error) {
+	if len(req.Msg.Consumers) > fsm.QuotaConsumersMax {
+		return nil, invalid("consumers has %d consumers; at most %d", len(req.Msg.Consumers), fsm.QuotaConsumersMax)
+	}
+	cmd := &fsm.SetQuotaConsumers{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId}
+	for i, c := range req.Msg.Consumers {
+		spec, err := quotaConsumerSpec(c)
+		if err != nil {
+			return nil, invalid("consumers[%d]: %s", i, err.Error())
+		}
+		cmd.Consumers = append(cmd.Consumers, spec)
+	}
+	r, st, err := h.poolReply(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return reply(r, &tollgatev1.AllocateBatchResponse{State: st, LogIndex: r.Index, ReceiptRef: refToWire(r.Receipt, 0)}), nil
+}

@@ -58,6 +58,7 @@ func testQuota(t *testing.T, n *cliNode) {
 	wantCLIError(t, runCLI(t, "alert", "ack", id, "--by", "carol", "--addr", n.addr, "--tenant", n.tenant), 1,
 		"error: failed_precondition: alert \""+id+"\" was resolved by bob\n", false)
 
+	wantCLI(t, n.quota("list"), 0, "ID   RESOURCE   CAPACITY  STRATEGY    PERIOD  CONSUMERS\ngpu  gpu-hours  100       fair-share  month   2\n")
 	wantCLIError(t, n.quota("allocate", "gpu", "c", "--min", "5", "--max", "2"), 1, "error: invalid_argument: consumer.max is below consumer.min\n", false)
 	wantCLIError(t, n.quota("consume", "nope", "a", "--amount", "1"), 1, "error: not_found: quota pool \"nope\" not found in tenant \"quota\"\n", false)
 }

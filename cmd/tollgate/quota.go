@@ -35,7 +35,7 @@ a receipt); a DENIED decision exits with code 3.`,
 	cf := addClientFlags(cmd, true)
 	cmd.AddCommand(newQuotaCreateCommand(cf), newQuotaGetCommand(cf, "get", "Show a pool, its consumers and their allocations"),
 		newQuotaGetCommand(cf, "usage", "Show a pool's usage in this period and the closed periods"),
-		newQuotaAllocateCommand(cf), newQuotaDemandCommand(cf), newQuotaConsumeCommand(cf), newQuotaRenewCommand(cf))
+		newQuotaListCommand(cf), newQuotaAllocateCommand(cf), newQuotaDemandCommand(cf), newQuotaConsumeCommand(cf), newQuotaRenewCommand(cf))
 	return cmd
 }
 
@@ -227,5 +227,36 @@ func newQuotaRenewCommand(cf *clientFlags) *cobra.Command {
 		},
 	}
 	addRequestIDFlag(cmd, &requestID)
+	return cmd
+}
+
+func newQuotaListCommand(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: "List the tenant's quota pools in id order", Args: cobra.NoArgs}
+	rf := addReadFlags(cmd)
+	pf := addPageFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		got, err := fetchPages(pf, func(token string) (*tollgatev1.ListPoolsResponse, error) {
+			return unary(cmd, cf, quotaService, tollgatev1connect.QuotaServiceClient.ListPools, &tollgatev1.ListPoolsRequest{Tenant: cf.tenant,
+				PageSize: pf.size, PageToken: token, Consistency: rf.consistency.value, MaxStaleness: string(rf.maxStaleness)})
+		}, func(all, page *tollgatev1.ListPoolsResponse) {
+			all.Pools = append(all.Pools, page.Pools...)
+			all.NextPageToken = page.NextPageToken
+		})
+		if err != nil {
+			return err
+		}
+		resp := got.all
+		if err := printReply(cmd, cf, resp, func(w io.Writer) {
+			var rows [][]string
+			for _, st := range resp.Pools {
+				rows = append(rows, []string{st.Pool.Id, st.Pool.Resource, st.Pool.Capacity, enumWord(st.Pool.Strategy), enumWord(st.Pool.Period),
+					formatUint(uint64(len(st.Consumers)))})
+			}
+			writeTable(w, []string{"ID", "RESOURCE", "CAPACITY", "STRATEGY", "PERIOD", "CONSUMERS"}, rows)
+		}); err != nil {
+			return err
+		}
+		return got.finish(cmd, cf, resp.NextPageToken)
+	}
 	return cmd
 }

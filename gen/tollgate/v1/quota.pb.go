@@ -9,6 +9,7 @@ package tollgatev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1425,11 +1426,518 @@ func (x *RenewRequest) GetRequestId() string {
 	return ""
 }
 
+type ListPoolsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// 1-1000; default 100.
+	PageSize      uint32      `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string      `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Consistency   Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=tollgate.v1.Consistency" json:"consistency,omitempty"`
+	MaxStaleness  string      `protobuf:"bytes,5,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoolsRequest) Reset() {
+	*x = ListPoolsRequest{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoolsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoolsRequest) ProtoMessage() {}
+
+func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
+func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListPoolsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListPoolsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPoolsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListPoolsRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ListPoolsRequest) GetMaxStaleness() string {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return ""
+}
+
+type ListPoolsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pools         []*QuotaPoolState      `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	ReadInfo      *ReadInfo              `protobuf:"bytes,3,opt,name=read_info,json=readInfo,proto3" json:"read_info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoolsResponse) Reset() {
+	*x = ListPoolsResponse{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoolsResponse) ProtoMessage() {}
+
+func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
+func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListPoolsResponse) GetPools() []*QuotaPoolState {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+func (x *ListPoolsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListPoolsResponse) GetReadInfo() *ReadInfo {
+	if x != nil {
+		return x.ReadInfo
+	}
+	return nil
+}
+
+type UpdatePoolRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// id names the pool; the fields in update_mask are replaced.
+	Pool *QuotaPool `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Updatable: capacity, strategy, enforcement (required).
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePoolRequest) Reset() {
+	*x = UpdatePoolRequest{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePoolRequest) ProtoMessage() {}
+
+func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdatePoolRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UpdatePoolRequest) GetPool() *QuotaPool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *UpdatePoolRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdatePoolRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type UpdatePoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *QuotaPoolState        `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	ReceiptRef    *ReceiptRef            `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePoolResponse) Reset() {
+	*x = UpdatePoolResponse{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePoolResponse) ProtoMessage() {}
+
+func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
+func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdatePoolResponse) GetState() *QuotaPoolState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *UpdatePoolResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *UpdatePoolResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+type DeletePoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	PoolId        string                 `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePoolRequest) Reset() {
+	*x = DeletePoolRequest{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePoolRequest) ProtoMessage() {}
+
+func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
+func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeletePoolRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DeletePoolRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *DeletePoolRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type DeletePoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LogIndex      uint64                 `protobuf:"varint,1,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	ReceiptRef    *ReceiptRef            `protobuf:"bytes,2,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePoolResponse) Reset() {
+	*x = DeletePoolResponse{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePoolResponse) ProtoMessage() {}
+
+func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
+func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeletePoolResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *DeletePoolResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
+type AllocateBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	PoolId        string                 `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	Consumers     []*QuotaConsumer       `protobuf:"bytes,3,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateBatchRequest) Reset() {
+	*x = AllocateBatchRequest{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateBatchRequest) ProtoMessage() {}
+
+func (x *AllocateBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateBatchRequest.ProtoReflect.Descriptor instead.
+func (*AllocateBatchRequest) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AllocateBatchRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AllocateBatchRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *AllocateBatchRequest) GetConsumers() []*QuotaConsumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+func (x *AllocateBatchRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type AllocateBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *QuotaPoolState        `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex      uint64                 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	ReceiptRef    *ReceiptRef            `protobuf:"bytes,3,opt,name=receipt_ref,json=receiptRef,proto3" json:"receipt_ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateBatchResponse) Reset() {
+	*x = AllocateBatchResponse{}
+	mi := &file_tollgate_v1_quota_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateBatchResponse) ProtoMessage() {}
+
+func (x *AllocateBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tollgate_v1_quota_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateBatchResponse.ProtoReflect.Descriptor instead.
+func (*AllocateBatchResponse) Descriptor() ([]byte, []int) {
+	return file_tollgate_v1_quota_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AllocateBatchResponse) GetState() *QuotaPoolState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *AllocateBatchResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *AllocateBatchResponse) GetReceiptRef() *ReceiptRef {
+	if x != nil {
+		return x.ReceiptRef
+	}
+	return nil
+}
+
 var File_tollgate_v1_quota_proto protoreflect.FileDescriptor
 
 const file_tollgate_v1_quota_proto_rawDesc = "" +
 	"\n" +
-	"\x17tollgate/v1/quota.proto\x12\vtollgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/budget.proto\x1a\x18tollgate/v1/common.proto\x1a\x19tollgate/v1/receipt.proto\"\xb5\x02\n" +
+	"\x17tollgate/v1/quota.proto\x12\vtollgate.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tollgate/v1/budget.proto\x1a\x18tollgate/v1/common.proto\x1a\x19tollgate/v1/receipt.proto\"\xb5\x02\n" +
 	"\tQuotaPool\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x1a\n" +
@@ -1549,17 +2057,66 @@ const file_tollgate_v1_quota_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x17\n" +
 	"\apool_id\x18\x02 \x01(\tR\x06poolId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId*\xa6\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\xc7\x01\n" +
+	"\x10ListPoolsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12:\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x18.tollgate.v1.ConsistencyR\vconsistency\x12#\n" +
+	"\rmax_staleness\x18\x05 \x01(\tR\fmaxStaleness\"\xa2\x01\n" +
+	"\x11ListPoolsResponse\x121\n" +
+	"\x05pools\x18\x01 \x03(\v2\x1b.tollgate.v1.QuotaPoolStateR\x05pools\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x122\n" +
+	"\tread_info\x18\x03 \x01(\v2\x15.tollgate.v1.ReadInfoR\breadInfo\"\xb3\x01\n" +
+	"\x11UpdatePoolRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12*\n" +
+	"\x04pool\x18\x02 \x01(\v2\x16.tollgate.v1.QuotaPoolR\x04pool\x12;\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x9e\x01\n" +
+	"\x12UpdatePoolResponse\x121\n" +
+	"\x05state\x18\x01 \x01(\v2\x1b.tollgate.v1.QuotaPoolStateR\x05state\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"c\n" +
+	"\x11DeletePoolRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x17\n" +
+	"\apool_id\x18\x02 \x01(\tR\x06poolId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"k\n" +
+	"\x12DeletePoolResponse\x12\x1b\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x02 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef\"\xa0\x01\n" +
+	"\x14AllocateBatchRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x17\n" +
+	"\apool_id\x18\x02 \x01(\tR\x06poolId\x128\n" +
+	"\tconsumers\x18\x03 \x03(\v2\x1a.tollgate.v1.QuotaConsumerR\tconsumers\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\xa1\x01\n" +
+	"\x15AllocateBatchResponse\x121\n" +
+	"\x05state\x18\x01 \x01(\v2\x1b.tollgate.v1.QuotaPoolStateR\x05state\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x128\n" +
+	"\vreceipt_ref\x18\x03 \x01(\v2\x17.tollgate.v1.ReceiptRefR\n" +
+	"receiptRef*\xa6\x01\n" +
 	"\rQuotaStrategy\x12\x1e\n" +
 	"\x1aQUOTA_STRATEGY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14QUOTA_STRATEGY_FIXED\x10\x01\x12\x1f\n" +
 	"\x1bQUOTA_STRATEGY_PROPORTIONAL\x10\x02\x12\x1d\n" +
 	"\x19QUOTA_STRATEGY_FAIR_SHARE\x10\x03\x12\x1b\n" +
-	"\x17QUOTA_STRATEGY_PRIORITY\x10\x042\xbf\x04\n" +
+	"\x17QUOTA_STRATEGY_PRIORITY\x10\x042\x86\a\n" +
 	"\fQuotaService\x12M\n" +
 	"\n" +
 	"CreatePool\x12\x1e.tollgate.v1.CreatePoolRequest\x1a\x1f.tollgate.v1.CreatePoolResponse\x12I\n" +
-	"\aGetPool\x12\x1b.tollgate.v1.GetPoolRequest\x1a\x1c.tollgate.v1.GetPoolResponse\"\x03\x90\x02\x01\x12P\n" +
+	"\aGetPool\x12\x1b.tollgate.v1.GetPoolRequest\x1a\x1c.tollgate.v1.GetPoolResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\tListPools\x12\x1d.tollgate.v1.ListPoolsRequest\x1a\x1e.tollgate.v1.ListPoolsResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\n" +
+	"UpdatePool\x12\x1e.tollgate.v1.UpdatePoolRequest\x1a\x1f.tollgate.v1.UpdatePoolResponse\x12M\n" +
+	"\n" +
+	"DeletePool\x12\x1e.tollgate.v1.DeletePoolRequest\x1a\x1f.tollgate.v1.DeletePoolResponse\x12V\n" +
+	"\rAllocateBatch\x12!.tollgate.v1.AllocateBatchRequest\x1a\".tollgate.v1.AllocateBatchResponse\x12P\n" +
 	"\vSetConsumer\x12\x1f.tollgate.v1.SetConsumerRequest\x1a .tollgate.v1.SetConsumerResponse\x12Y\n" +
 	"\x0eDeleteConsumer\x12\".tollgate.v1.DeleteConsumerRequest\x1a#.tollgate.v1.DeleteConsumerResponse\x12J\n" +
 	"\tSetDemand\x12\x1d.tollgate.v1.SetDemandRequest\x1a\x1e.tollgate.v1.SetDemandResponse\x12\\\n" +
@@ -1579,7 +2136,7 @@ func file_tollgate_v1_quota_proto_rawDescGZIP() []byte {
 }
 
 var file_tollgate_v1_quota_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tollgate_v1_quota_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tollgate_v1_quota_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tollgate_v1_quota_proto_goTypes = []any{
 	(QuotaStrategy)(0),                  // 0: tollgate.v1.QuotaStrategy
 	(*QuotaPool)(nil),                   // 1: tollgate.v1.QuotaPool
@@ -1601,64 +2158,92 @@ var file_tollgate_v1_quota_proto_goTypes = []any{
 	(*QuotaServiceConsumeRequest)(nil),  // 17: tollgate.v1.QuotaServiceConsumeRequest
 	(*QuotaServiceConsumeResponse)(nil), // 18: tollgate.v1.QuotaServiceConsumeResponse
 	(*RenewRequest)(nil),                // 19: tollgate.v1.RenewRequest
-	nil,                                 // 20: tollgate.v1.QuotaPeriod.UsedByConsumerEntry
-	(Period)(0),                         // 21: tollgate.v1.Period
-	(Enforcement)(0),                    // 22: tollgate.v1.Enforcement
-	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
-	(*ReceiptRef)(nil),                  // 24: tollgate.v1.ReceiptRef
-	(Consistency)(0),                    // 25: tollgate.v1.Consistency
-	(*ReadInfo)(nil),                    // 26: tollgate.v1.ReadInfo
-	(DenyReason)(0),                     // 27: tollgate.v1.DenyReason
+	(*ListPoolsRequest)(nil),            // 20: tollgate.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),           // 21: tollgate.v1.ListPoolsResponse
+	(*UpdatePoolRequest)(nil),           // 22: tollgate.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),          // 23: tollgate.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),           // 24: tollgate.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),          // 25: tollgate.v1.DeletePoolResponse
+	(*AllocateBatchRequest)(nil),        // 26: tollgate.v1.AllocateBatchRequest
+	(*AllocateBatchResponse)(nil),       // 27: tollgate.v1.AllocateBatchResponse
+	nil,                                 // 28: tollgate.v1.QuotaPeriod.UsedByConsumerEntry
+	(Period)(0),                         // 29: tollgate.v1.Period
+	(Enforcement)(0),                    // 30: tollgate.v1.Enforcement
+	(*timestamppb.Timestamp)(nil),       // 31: google.protobuf.Timestamp
+	(*ReceiptRef)(nil),                  // 32: tollgate.v1.ReceiptRef
+	(Consistency)(0),                    // 33: tollgate.v1.Consistency
+	(*ReadInfo)(nil),                    // 34: tollgate.v1.ReadInfo
+	(DenyReason)(0),                     // 35: tollgate.v1.DenyReason
+	(*fieldmaskpb.FieldMask)(nil),       // 36: google.protobuf.FieldMask
 }
 var file_tollgate_v1_quota_proto_depIdxs = []int32{
-	21, // 0: tollgate.v1.QuotaPool.period:type_name -> tollgate.v1.Period
-	22, // 1: tollgate.v1.QuotaPool.enforcement:type_name -> tollgate.v1.Enforcement
+	29, // 0: tollgate.v1.QuotaPool.period:type_name -> tollgate.v1.Period
+	30, // 1: tollgate.v1.QuotaPool.enforcement:type_name -> tollgate.v1.Enforcement
 	0,  // 2: tollgate.v1.QuotaPool.strategy:type_name -> tollgate.v1.QuotaStrategy
 	2,  // 3: tollgate.v1.QuotaConsumerState.consumer:type_name -> tollgate.v1.QuotaConsumer
-	23, // 4: tollgate.v1.QuotaPeriod.start:type_name -> google.protobuf.Timestamp
-	23, // 5: tollgate.v1.QuotaPeriod.end:type_name -> google.protobuf.Timestamp
-	20, // 6: tollgate.v1.QuotaPeriod.used_by_consumer:type_name -> tollgate.v1.QuotaPeriod.UsedByConsumerEntry
+	31, // 4: tollgate.v1.QuotaPeriod.start:type_name -> google.protobuf.Timestamp
+	31, // 5: tollgate.v1.QuotaPeriod.end:type_name -> google.protobuf.Timestamp
+	28, // 6: tollgate.v1.QuotaPeriod.used_by_consumer:type_name -> tollgate.v1.QuotaPeriod.UsedByConsumerEntry
 	1,  // 7: tollgate.v1.QuotaPoolState.pool:type_name -> tollgate.v1.QuotaPool
 	3,  // 8: tollgate.v1.QuotaPoolState.consumers:type_name -> tollgate.v1.QuotaConsumerState
-	23, // 9: tollgate.v1.QuotaPoolState.period_start:type_name -> google.protobuf.Timestamp
-	23, // 10: tollgate.v1.QuotaPoolState.period_end:type_name -> google.protobuf.Timestamp
+	31, // 9: tollgate.v1.QuotaPoolState.period_start:type_name -> google.protobuf.Timestamp
+	31, // 10: tollgate.v1.QuotaPoolState.period_end:type_name -> google.protobuf.Timestamp
 	4,  // 11: tollgate.v1.QuotaPoolState.history:type_name -> tollgate.v1.QuotaPeriod
 	5,  // 12: tollgate.v1.CreatePoolResponse.state:type_name -> tollgate.v1.QuotaPoolState
-	24, // 13: tollgate.v1.CreatePoolResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 13: tollgate.v1.CreatePoolResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
 	5,  // 14: tollgate.v1.SetConsumerResponse.state:type_name -> tollgate.v1.QuotaPoolState
-	24, // 15: tollgate.v1.SetConsumerResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 15: tollgate.v1.SetConsumerResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
 	5,  // 16: tollgate.v1.DeleteConsumerResponse.state:type_name -> tollgate.v1.QuotaPoolState
-	24, // 17: tollgate.v1.DeleteConsumerResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 17: tollgate.v1.DeleteConsumerResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
 	5,  // 18: tollgate.v1.SetDemandResponse.state:type_name -> tollgate.v1.QuotaPoolState
-	24, // 19: tollgate.v1.SetDemandResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 19: tollgate.v1.SetDemandResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
 	5,  // 20: tollgate.v1.RenewResponse.state:type_name -> tollgate.v1.QuotaPoolState
-	24, // 21: tollgate.v1.RenewResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 21: tollgate.v1.RenewResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
 	1,  // 22: tollgate.v1.CreatePoolRequest.pool:type_name -> tollgate.v1.QuotaPool
-	25, // 23: tollgate.v1.GetPoolRequest.consistency:type_name -> tollgate.v1.Consistency
+	33, // 23: tollgate.v1.GetPoolRequest.consistency:type_name -> tollgate.v1.Consistency
 	5,  // 24: tollgate.v1.GetPoolResponse.state:type_name -> tollgate.v1.QuotaPoolState
-	26, // 25: tollgate.v1.GetPoolResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	34, // 25: tollgate.v1.GetPoolResponse.read_info:type_name -> tollgate.v1.ReadInfo
 	2,  // 26: tollgate.v1.SetConsumerRequest.consumer:type_name -> tollgate.v1.QuotaConsumer
-	27, // 27: tollgate.v1.QuotaServiceConsumeResponse.reason:type_name -> tollgate.v1.DenyReason
-	24, // 28: tollgate.v1.QuotaServiceConsumeResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
-	11, // 29: tollgate.v1.QuotaService.CreatePool:input_type -> tollgate.v1.CreatePoolRequest
-	12, // 30: tollgate.v1.QuotaService.GetPool:input_type -> tollgate.v1.GetPoolRequest
-	14, // 31: tollgate.v1.QuotaService.SetConsumer:input_type -> tollgate.v1.SetConsumerRequest
-	15, // 32: tollgate.v1.QuotaService.DeleteConsumer:input_type -> tollgate.v1.DeleteConsumerRequest
-	16, // 33: tollgate.v1.QuotaService.SetDemand:input_type -> tollgate.v1.SetDemandRequest
-	17, // 34: tollgate.v1.QuotaService.Consume:input_type -> tollgate.v1.QuotaServiceConsumeRequest
-	19, // 35: tollgate.v1.QuotaService.Renew:input_type -> tollgate.v1.RenewRequest
-	6,  // 36: tollgate.v1.QuotaService.CreatePool:output_type -> tollgate.v1.CreatePoolResponse
-	13, // 37: tollgate.v1.QuotaService.GetPool:output_type -> tollgate.v1.GetPoolResponse
-	7,  // 38: tollgate.v1.QuotaService.SetConsumer:output_type -> tollgate.v1.SetConsumerResponse
-	8,  // 39: tollgate.v1.QuotaService.DeleteConsumer:output_type -> tollgate.v1.DeleteConsumerResponse
-	9,  // 40: tollgate.v1.QuotaService.SetDemand:output_type -> tollgate.v1.SetDemandResponse
-	18, // 41: tollgate.v1.QuotaService.Consume:output_type -> tollgate.v1.QuotaServiceConsumeResponse
-	10, // 42: tollgate.v1.QuotaService.Renew:output_type -> tollgate.v1.RenewResponse
-	36, // [36:43] is the sub-list for method output_type
-	29, // [29:36] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	35, // 27: tollgate.v1.QuotaServiceConsumeResponse.reason:type_name -> tollgate.v1.DenyReason
+	32, // 28: tollgate.v1.QuotaServiceConsumeResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	33, // 29: tollgate.v1.ListPoolsRequest.consistency:type_name -> tollgate.v1.Consistency
+	5,  // 30: tollgate.v1.ListPoolsResponse.pools:type_name -> tollgate.v1.QuotaPoolState
+	34, // 31: tollgate.v1.ListPoolsResponse.read_info:type_name -> tollgate.v1.ReadInfo
+	1,  // 32: tollgate.v1.UpdatePoolRequest.pool:type_name -> tollgate.v1.QuotaPool
+	36, // 33: tollgate.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,  // 34: tollgate.v1.UpdatePoolResponse.state:type_name -> tollgate.v1.QuotaPoolState
+	32, // 35: tollgate.v1.UpdatePoolResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	32, // 36: tollgate.v1.DeletePoolResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	2,  // 37: tollgate.v1.AllocateBatchRequest.consumers:type_name -> tollgate.v1.QuotaConsumer
+	5,  // 38: tollgate.v1.AllocateBatchResponse.state:type_name -> tollgate.v1.QuotaPoolState
+	32, // 39: tollgate.v1.AllocateBatchResponse.receipt_ref:type_name -> tollgate.v1.ReceiptRef
+	11, // 40: tollgate.v1.QuotaService.CreatePool:input_type -> tollgate.v1.CreatePoolRequest
+	12, // 41: tollgate.v1.QuotaService.GetPool:input_type -> tollgate.v1.GetPoolRequest
+	20, // 42: tollgate.v1.QuotaService.ListPools:input_type -> tollgate.v1.ListPoolsRequest
+	22, // 43: tollgate.v1.QuotaService.UpdatePool:input_type -> tollgate.v1.UpdatePoolRequest
+	24, // 44: tollgate.v1.QuotaService.DeletePool:input_type -> tollgate.v1.DeletePoolRequest
+	26, // 45: tollgate.v1.QuotaService.AllocateBatch:input_type -> tollgate.v1.AllocateBatchRequest
+	14, // 46: tollgate.v1.QuotaService.SetConsumer:input_type -> tollgate.v1.SetConsumerRequest
+	15, // 47: tollgate.v1.QuotaService.DeleteConsumer:input_type -> tollgate.v1.DeleteConsumerRequest
+	16, // 48: tollgate.v1.QuotaService.SetDemand:input_type -> tollgate.v1.SetDemandRequest
+	17, // 49: tollgate.v1.QuotaService.Consume:input_type -> tollgate.v1.QuotaServiceConsumeRequest
+	19, // 50: tollgate.v1.QuotaService.Renew:input_type -> tollgate.v1.RenewRequest
+	6,  // 51: tollgate.v1.QuotaService.CreatePool:output_type -> tollgate.v1.CreatePoolResponse
+	13, // 52: tollgate.v1.QuotaService.GetPool:output_type -> tollgate.v1.GetPoolResponse
+	21, // 53: tollgate.v1.QuotaService.ListPools:output_type -> tollgate.v1.ListPoolsResponse
+	23, // 54: tollgate.v1.QuotaService.UpdatePool:output_type -> tollgate.v1.UpdatePoolResponse
+	25, // 55: tollgate.v1.QuotaService.DeletePool:output_type -> tollgate.v1.DeletePoolResponse
+	27, // 56: tollgate.v1.QuotaService.AllocateBatch:output_type -> tollgate.v1.AllocateBatchResponse
+	7,  // 57: tollgate.v1.QuotaService.SetConsumer:output_type -> tollgate.v1.SetConsumerResponse
+	8,  // 58: tollgate.v1.QuotaService.DeleteConsumer:output_type -> tollgate.v1.DeleteConsumerResponse
+	9,  // 59: tollgate.v1.QuotaService.SetDemand:output_type -> tollgate.v1.SetDemandResponse
+	18, // 60: tollgate.v1.QuotaService.Consume:output_type -> tollgate.v1.QuotaServiceConsumeResponse
+	10, // 61: tollgate.v1.QuotaService.Renew:output_type -> tollgate.v1.RenewResponse
+	51, // [51:62] is the sub-list for method output_type
+	40, // [40:51] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_tollgate_v1_quota_proto_init() }
@@ -1675,7 +2260,7 @@ func file_tollgate_v1_quota_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tollgate_v1_quota_proto_rawDesc), len(file_tollgate_v1_quota_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

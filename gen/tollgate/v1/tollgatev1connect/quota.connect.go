@@ -37,6 +37,15 @@ const (
 	QuotaServiceCreatePoolProcedure = "/tollgate.v1.QuotaService/CreatePool"
 	// QuotaServiceGetPoolProcedure is the fully-qualified name of the QuotaService's GetPool RPC.
 	QuotaServiceGetPoolProcedure = "/tollgate.v1.QuotaService/GetPool"
+	// QuotaServiceListPoolsProcedure is the fully-qualified name of the QuotaService's ListPools RPC.
+	QuotaServiceListPoolsProcedure = "/tollgate.v1.QuotaService/ListPools"
+	// QuotaServiceUpdatePoolProcedure is the fully-qualified name of the QuotaService's UpdatePool RPC.
+	QuotaServiceUpdatePoolProcedure = "/tollgate.v1.QuotaService/UpdatePool"
+	// QuotaServiceDeletePoolProcedure is the fully-qualified name of the QuotaService's DeletePool RPC.
+	QuotaServiceDeletePoolProcedure = "/tollgate.v1.QuotaService/DeletePool"
+	// QuotaServiceAllocateBatchProcedure is the fully-qualified name of the QuotaService's
+	// AllocateBatch RPC.
+	QuotaServiceAllocateBatchProcedure = "/tollgate.v1.QuotaService/AllocateBatch"
 	// QuotaServiceSetConsumerProcedure is the fully-qualified name of the QuotaService's SetConsumer
 	// RPC.
 	QuotaServiceSetConsumerProcedure = "/tollgate.v1.QuotaService/SetConsumer"
@@ -55,6 +64,14 @@ const (
 type QuotaServiceClient interface {
 	CreatePool(context.Context, *connect.Request[v1.CreatePoolRequest]) (*connect.Response[v1.CreatePoolResponse], error)
 	GetPool(context.Context, *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error)
+	ListPools(context.Context, *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error)
+	// UpdatePool replaces capacity, strategy or enforcement (update_mask);
+	// allocations are recomputed.
+	UpdatePool(context.Context, *connect.Request[v1.UpdatePoolRequest]) (*connect.Response[v1.UpdatePoolResponse], error)
+	DeletePool(context.Context, *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error)
+	// AllocateBatch adds or replaces up to 256 consumers at once, with one
+	// reallocation.
+	AllocateBatch(context.Context, *connect.Request[v1.AllocateBatchRequest]) (*connect.Response[v1.AllocateBatchResponse], error)
 	// SetConsumer adds or replaces a consumer (weight, priority, min, max,
 	// fixed amount).
 	SetConsumer(context.Context, *connect.Request[v1.SetConsumerRequest]) (*connect.Response[v1.SetConsumerResponse], error)
@@ -94,6 +111,31 @@ func NewQuotaServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listPools: connect.NewClient[v1.ListPoolsRequest, v1.ListPoolsResponse](
+			httpClient,
+			baseURL+QuotaServiceListPoolsProcedure,
+			connect.WithSchema(quotaServiceMethods.ByName("ListPools")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		updatePool: connect.NewClient[v1.UpdatePoolRequest, v1.UpdatePoolResponse](
+			httpClient,
+			baseURL+QuotaServiceUpdatePoolProcedure,
+			connect.WithSchema(quotaServiceMethods.ByName("UpdatePool")),
+			connect.WithClientOptions(opts...),
+		),
+		deletePool: connect.NewClient[v1.DeletePoolRequest, v1.DeletePoolResponse](
+			httpClient,
+			baseURL+QuotaServiceDeletePoolProcedure,
+			connect.WithSchema(quotaServiceMethods.ByName("DeletePool")),
+			connect.WithClientOptions(opts...),
+		),
+		allocateBatch: connect.NewClient[v1.AllocateBatchRequest, v1.AllocateBatchResponse](
+			httpClient,
+			baseURL+QuotaServiceAllocateBatchProcedure,
+			connect.WithSchema(quotaServiceMethods.ByName("AllocateBatch")),
+			connect.WithClientOptions(opts...),
+		),
 		setConsumer: connect.NewClient[v1.SetConsumerRequest, v1.SetConsumerResponse](
 			httpClient,
 			baseURL+QuotaServiceSetConsumerProcedure,
@@ -131,6 +173,10 @@ func NewQuotaServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type quotaServiceClient struct {
 	createPool     *connect.Client[v1.CreatePoolRequest, v1.CreatePoolResponse]
 	getPool        *connect.Client[v1.GetPoolRequest, v1.GetPoolResponse]
+	listPools      *connect.Client[v1.ListPoolsRequest, v1.ListPoolsResponse]
+	updatePool     *connect.Client[v1.UpdatePoolRequest, v1.UpdatePoolResponse]
+	deletePool     *connect.Client[v1.DeletePoolRequest, v1.DeletePoolResponse]
+	allocateBatch  *connect.Client[v1.AllocateBatchRequest, v1.AllocateBatchResponse]
 	setConsumer    *connect.Client[v1.SetConsumerRequest, v1.SetConsumerResponse]
 	deleteConsumer *connect.Client[v1.DeleteConsumerRequest, v1.DeleteConsumerResponse]
 	setDemand      *connect.Client[v1.SetDemandRequest, v1.SetDemandResponse]
@@ -146,6 +192,26 @@ func (c *quotaServiceClient) CreatePool(ctx context.Context, req *connect.Reques
 // GetPool calls tollgate.v1.QuotaService.GetPool.
 func (c *quotaServiceClient) GetPool(ctx context.Context, req *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error) {
 	return c.getPool.CallUnary(ctx, req)
+}
+
+// ListPools calls tollgate.v1.QuotaService.ListPools.
+func (c *quotaServiceClient) ListPools(ctx context.Context, req *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error) {
+	return c.listPools.CallUnary(ctx, req)
+}
+
+// UpdatePool calls tollgate.v1.QuotaService.UpdatePool.
+func (c *quotaServiceClient) UpdatePool(ctx context.Context, req *connect.Request[v1.UpdatePoolRequest]) (*connect.Response[v1.UpdatePoolResponse], error) {
+	return c.updatePool.CallUnary(ctx, req)
+}
+
+// DeletePool calls tollgate.v1.QuotaService.DeletePool.
+func (c *quotaServiceClient) DeletePool(ctx context.Context, req *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error) {
+	return c.deletePool.CallUnary(ctx, req)
+}
+
+// AllocateBatch calls tollgate.v1.QuotaService.AllocateBatch.
+func (c *quotaServiceClient) AllocateBatch(ctx context.Context, req *connect.Request[v1.AllocateBatchRequest]) (*connect.Response[v1.AllocateBatchResponse], error) {
+	return c.allocateBatch.CallUnary(ctx, req)
 }
 
 // SetConsumer calls tollgate.v1.QuotaService.SetConsumer.
@@ -177,6 +243,14 @@ func (c *quotaServiceClient) Renew(ctx context.Context, req *connect.Request[v1.
 type QuotaServiceHandler interface {
 	CreatePool(context.Context, *connect.Request[v1.CreatePoolRequest]) (*connect.Response[v1.CreatePoolResponse], error)
 	GetPool(context.Context, *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error)
+	ListPools(context.Context, *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error)
+	// UpdatePool replaces capacity, strategy or enforcement (update_mask);
+	// allocations are recomputed.
+	UpdatePool(context.Context, *connect.Request[v1.UpdatePoolRequest]) (*connect.Response[v1.UpdatePoolResponse], error)
+	DeletePool(context.Context, *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error)
+	// AllocateBatch adds or replaces up to 256 consumers at once, with one
+	// reallocation.
+	AllocateBatch(context.Context, *connect.Request[v1.AllocateBatchRequest]) (*connect.Response[v1.AllocateBatchResponse], error)
 	// SetConsumer adds or replaces a consumer (weight, priority, min, max,
 	// fixed amount).
 	SetConsumer(context.Context, *connect.Request[v1.SetConsumerRequest]) (*connect.Response[v1.SetConsumerResponse], error)
@@ -210,6 +284,31 @@ func NewQuotaServiceHandler(svc QuotaServiceHandler, opts ...connect.HandlerOpti
 		svc.GetPool,
 		connect.WithSchema(quotaServiceMethods.ByName("GetPool")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	quotaServiceListPoolsHandler := connect.NewUnaryHandler(
+		QuotaServiceListPoolsProcedure,
+		svc.ListPools,
+		connect.WithSchema(quotaServiceMethods.ByName("ListPools")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	quotaServiceUpdatePoolHandler := connect.NewUnaryHandler(
+		QuotaServiceUpdatePoolProcedure,
+		svc.UpdatePool,
+		connect.WithSchema(quotaServiceMethods.ByName("UpdatePool")),
+		connect.WithHandlerOptions(opts...),
+	)
+	quotaServiceDeletePoolHandler := connect.NewUnaryHandler(
+		QuotaServiceDeletePoolProcedure,
+		svc.DeletePool,
+		connect.WithSchema(quotaServiceMethods.ByName("DeletePool")),
+		connect.WithHandlerOptions(opts...),
+	)
+	quotaServiceAllocateBatchHandler := connect.NewUnaryHandler(
+		QuotaServiceAllocateBatchProcedure,
+		svc.AllocateBatch,
+		connect.WithSchema(quotaServiceMethods.ByName("AllocateBatch")),
 		connect.WithHandlerOptions(opts...),
 	)
 	quotaServiceSetConsumerHandler := connect.NewUnaryHandler(
@@ -248,6 +347,14 @@ func NewQuotaServiceHandler(svc QuotaServiceHandler, opts ...connect.HandlerOpti
 			quotaServiceCreatePoolHandler.ServeHTTP(w, r)
 		case QuotaServiceGetPoolProcedure:
 			quotaServiceGetPoolHandler.ServeHTTP(w, r)
+		case QuotaServiceListPoolsProcedure:
+			quotaServiceListPoolsHandler.ServeHTTP(w, r)
+		case QuotaServiceUpdatePoolProcedure:
+			quotaServiceUpdatePoolHandler.ServeHTTP(w, r)
+		case QuotaServiceDeletePoolProcedure:
+			quotaServiceDeletePoolHandler.ServeHTTP(w, r)
+		case QuotaServiceAllocateBatchProcedure:
+			quotaServiceAllocateBatchHandler.ServeHTTP(w, r)
 		case QuotaServiceSetConsumerProcedure:
 			quotaServiceSetConsumerHandler.ServeHTTP(w, r)
 		case QuotaServiceDeleteConsumerProcedure:
@@ -273,6 +380,22 @@ func (UnimplementedQuotaServiceHandler) CreatePool(context.Context, *connect.Req
 
 func (UnimplementedQuotaServiceHandler) GetPool(context.Context, *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.QuotaService.GetPool is not implemented"))
+}
+
+func (UnimplementedQuotaServiceHandler) ListPools(context.Context, *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.QuotaService.ListPools is not implemented"))
+}
+
+func (UnimplementedQuotaServiceHandler) UpdatePool(context.Context, *connect.Request[v1.UpdatePoolRequest]) (*connect.Response[v1.UpdatePoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.QuotaService.UpdatePool is not implemented"))
+}
+
+func (UnimplementedQuotaServiceHandler) DeletePool(context.Context, *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.QuotaService.DeletePool is not implemented"))
+}
+
+func (UnimplementedQuotaServiceHandler) AllocateBatch(context.Context, *connect.Request[v1.AllocateBatchRequest]) (*connect.Response[v1.AllocateBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tollgate.v1.QuotaService.AllocateBatch is not implemented"))
 }
 
 func (UnimplementedQuotaServiceHandler) SetConsumer(context.Context, *connect.Request[v1.SetConsumerRequest]) (*connect.Response[v1.SetConsumerResponse], error) {
