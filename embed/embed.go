@@ -39,6 +39,9 @@ type Config struct {
 	// GossipAdvertise is what other members dial.
 	GossipAddr      string
 	GossipAdvertise string
+	// GossipKey and GossipLabel secure the gossip pool; see node.Config.
+	GossipKey       []byte
+	GossipLabel     string
 	Join            []string
 	BootstrapExpect int
 	DeadServerGrace time.Duration
@@ -109,6 +112,8 @@ func Start(cfg Config) (*Server, error) {
 		Bootstrap:         cfg.Bootstrap,
 		GossipAddr:        cfg.GossipAddr,
 		GossipAdvertise:   cfg.GossipAdvertise,
+		GossipKey:         cfg.GossipKey,
+		GossipLabel:       cfg.GossipLabel,
 		Join:              cfg.Join,
 		BootstrapExpect:   cfg.BootstrapExpect,
 		DeadServerGrace:   cfg.DeadServerGrace,

@@ -77,7 +77,13 @@ type gossip struct {
 }
 
 // startGossip binds the pool at bindAddr and returns once it listens.
-func startGossip(bindAddr, advertise string, self gossipMeta, logOut io.Writer, onMeta func(gossipMeta), fast bool) (*gossip, error) {
+// gossipSecurity is the pool's key and label (see Config.GossipKey).
+type gossipSecurity struct {
+	key   []byte
+	label string
+}
+
+func startGossip(bindAddr, advertise string, self gossipMeta, logOut io.Writer, onMeta func(gossipMeta), fast bool, sec gossipSecurity) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(bindAddr)
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", bindAddr, err)
@@ -105,6 +111,12 @@ func startGossip(bindAddr, advertise string, self gossipMeta, logOut io.Writer, 
 		mc.AdvertiseAddr = ah
 		mc.AdvertisePort, _ = strconv.Atoi(ap)
 	}
+	if sec.key != nil {
+		// Encrypt everything sent and refuse anything received in the clear.
+		mc.SecretKey = sec.key
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	mc.Label = sec.label
 	mc.Delegate = (*gossipDelegate)(g)
 	mc.Events = (*gossipEvents)(g)
 	mc.Logger = log.New(logOut, "memberlist: ", 0)

@@ -58,6 +58,13 @@ type Config struct {
 	// single node). GossipAdvertise is what other members dial.
 	GossipAddr      string
 	GossipAdvertise string
+	// GossipKey (32 bytes) encrypts and authenticates gossip (AES-256-GCM,
+	// memberlist's keyring); every member must have it, and a member without
+	// it is not let in. Nil: gossip in the clear.
+	GossipKey []byte
+	// GossipLabel is put on every gossip packet and required on every one
+	// received, so two clusters on one network never merge ("" : none).
+	GossipLabel string
 	// Join lists gossip addresses of members to join (retried until one
 	// answers).
 	Join []string
@@ -165,6 +172,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = time.Second
+	}
+	if c.GossipKey != nil && len(c.GossipKey) != 32 {
+		return fmt.Errorf("node: GossipKey is %d bytes; want 32", len(c.GossipKey))
+	}
+	if len(c.GossipLabel) > 255 {
+		return errors.New("node: GossipLabel is longer than 255 bytes")
 	}
 	if c.BootstrapExpect < 0 {
 		return errors.New("node: BootstrapExpect must not be negative")
@@ -301,7 +314,7 @@ func (n *Node) startGossip() error {
 		Expect:      n.cfg.BootstrapExpect,
 	}
 	n.gossip, err = startGossip(n.cfg.GossipAddr, n.cfg.GossipAdvertise, self, hclogWriter(n.cfg.RaftLogLevel),
-		func(m gossipMeta) { n.SetAPIAddr(m.ID, m.APIAddr) }, n.cfg.FastGossip)
+		func(m gossipMeta) { n.SetAPIAddr(m.ID, m.APIAddr) }, n.cfg.FastGossip, gossipSecurity{key: n.cfg.GossipKey, label: n.cfg.GossipLabel})
 	if err == nil {
 		n.gossipReady.Store(n.gossip)
 	}

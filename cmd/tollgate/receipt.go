@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +38,7 @@ func receiptService(c *client.Client) tollgatev1connect.ReceiptServiceClient { r
 
 func newKeygenCommand() *cobra.Command {
 	var out string
-	var force bool
+	var force, gossip bool
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "Make an Ed25519 receipt signing key pair",
@@ -53,17 +54,22 @@ receipt keys' prints the public keys of a running cluster.
 Prints the key id, the first 8 bytes of SHA-256 of the public key in hex,
 as checkpoints name it.`,
 		Example: `  tollgate keygen --out cluster.key
-  tollgate serve --node-id n1 --data-dir d1 --signing-key cluster.key`,
+  tollgate serve --node-id n1 --data-dir d1 --signing-key cluster.key
+  tollgate keygen --gossip --out gossip.key     # for serve --gossip-key-file`,
 		Args: argsExactly(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return usageErrorf(cmd, "--out FILE is required")
+			}
+			if gossip {
+				return gossipKeygen(cmd, out, force)
 			}
 			return keygen(cmd, out, force)
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file for the private key; the public key goes to FILE.pub")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing files")
+	cmd.Flags().BoolVar(&gossip, "gossip", false, "instead: a random 32-byte gossip encryption key, base64, for 'serve --gossip-key-file' (mode 0600)")
 	return withUsageErrors(cmd)
 }
 
@@ -544,4 +550,32 @@ verify. Not idempotent: a retry after an unknown outcome may rotate twice.`,
 			field{"log index", formatLogIndex(resp.LogIndex)})
 	}
 	return cmd
+}
+
+// gossipKeygen writes a random 32-byte key, base64, mode 0600.
+func gossipKeygen(cmd *cobra.Command, out string, force bool) error {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	file, err := os.OpenFile(out, flags, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return localError("%s exists; use --force to overwrite it", out)
+		}
+		return localError("%v", err)
+	}
+	if _, err := file.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
+		file.Close()
+		return localError("write %s: %v", out, err)
+	}
+	if err := commitFile(file, out); err != nil {
+		return localError("write %s: %v", out, err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "gossip key  %s (keep it secret; give every node the same file)\n", out)
+	return nil
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +35,8 @@ type serveFlags struct {
 	bootstrap         bool
 	gossipAddr        string
 	gossipAdvertise   string
+	gossipKeyFile     string
+	gossipLabel       string
 	join              []string
 	bootstrapExpect   int
 	deadServerGrace   time.Duration
@@ -96,6 +100,8 @@ health and reflection.`,
 	fl.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a one-voter cluster if the data dir is fresh and neither --join nor --bootstrap-expect is given")
 	fl.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7072", "HOST:PORT the gossip pool (memberlist, TCP and UDP) listens on; empty turns gossip off")
 	fl.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "gossip address other members use (default: --gossip-addr)")
+	fl.StringVar(&f.gossipKeyFile, "gossip-key-file", "", "file holding the base64 of a 32-byte key that encrypts and authenticates gossip (make one with 'tollgate keygen --gossip'); every member needs the same key")
+	fl.StringVar(&f.gossipLabel, "gossip-label", "", "label on every gossip packet; members with another label are ignored (keeps two clusters on one network apart)")
 	fl.StringSliceVar(&f.join, "join", nil, "gossip addresses (HOST:PORT, comma separated) of members to join; retried until one answers")
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a fresh cluster once this many fresh servers (with the same setting) are in the pool")
 	fl.DurationVar(&f.deadServerGrace, "dead-server-grace", 30*time.Second, "how long a server may be missing from the pool before the leader removes it from Raft")
@@ -162,6 +168,16 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if f.receiptRetention < 0 || (f.receiptRetention > 0 && f.receiptRetention < time.Hour) {
 		return fmt.Errorf("--receipt-retention must be 0 (forever) or at least 1h, not %s", f.receiptRetention)
 	}
+	var gossipKey []byte
+	if f.gossipKeyFile != "" {
+		raw, err := os.ReadFile(f.gossipKeyFile)
+		if err != nil {
+			return fmt.Errorf("--gossip-key-file: %w", err)
+		}
+		if gossipKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err != nil || len(gossipKey) != 32 {
+			return fmt.Errorf("--gossip-key-file %s: want the base64 of 32 bytes (tollgate keygen --gossip)", f.gossipKeyFile)
+		}
+	}
 	var signingKey ed25519.PrivateKey
 	if f.signingKey != "" {
 		pemBytes, err := os.ReadFile(f.signingKey)
@@ -186,6 +202,8 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		Bootstrap:         f.bootstrap,
 		GossipAddr:        f.gossipAddr,
 		GossipAdvertise:   f.gossipAdvertise,
+		GossipKey:         gossipKey,
+		GossipLabel:       f.gossipLabel,
 		Join:              f.join,
 		BootstrapExpect:   f.bootstrapExpect,
 		DeadServerGrace:   f.deadServerGrace,
