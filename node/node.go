@@ -482,7 +482,7 @@ type Stores struct {
 func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
 	if st := n.cfg.Stores; st != nil {
 		n.transport = st.Transport
-		logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: st.Log, observe: n.metrics.storeBatches.Observe})
+		logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: st.Log, observe: n.metrics.storeBatches.Observe, applied: n.applied})
 		return logs, st.Stable, st.Snapshots, err
 	}
 	store, closer, err := openLogStore(n.cfg.DataDir, n.cfg.LogStore, hlog)
@@ -490,7 +490,7 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 		return nil, nil, nil, err
 	}
 	n.logStore = closer
-	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe})
+	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe, applied: n.applied})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -763,6 +763,9 @@ func hclogWriter(level string) io.Writer {
 type countingLogStore struct {
 	raft.LogStore
 	observe func(float64)
+	// applied is the state machine's applied index: compaction never
+	// removes entries past it (see DeleteRange).
+	applied *appliedIndex
 }
 
 func (c *countingLogStore) StoreLog(l *raft.Log) error {
@@ -786,6 +789,30 @@ func (c *countingLogStore) GetLog(index uint64, log *raft.Log) error {
 		}
 	}
 	return c.LogStore.GetLog(index, log)
+}
+
+// DeleteRange never compacts the head of the log past the applied index.
+// hashicorp/raft compacts after a snapshot from the snapshot goroutine; if a
+// snapshot install from the leader moved the state machine back meanwhile,
+// that compaction would reach entries not applied yet (found by jepsen:
+// "log not found" for lastApplied+1). A head truncation that leaves a tail
+// is cut at the applied index; deleting the whole log (after a snapshot
+// install or restore) and suffix truncations pass unchanged.
+func (c *countingLogStore) DeleteRange(min, max uint64) error {
+	if c.applied != nil {
+		first, ferr := c.LogStore.FirstIndex()
+		last, lerr := c.LogStore.LastIndex()
+		if ferr == nil && lerr == nil && min <= first && max < last {
+			applied, _ := c.applied.get()
+			if max > applied {
+				if min > applied {
+					return nil
+				}
+				max = applied
+			}
+		}
+	}
+	return c.LogStore.DeleteRange(min, max)
 }
 
 // IsMonotonic passes the store's answer through: a store that refuses gaps

@@ -294,3 +294,43 @@ func TestRaftFutureWaitsAreBounded(t *testing.T) {
 		t.Fatal("a wait on a stuck future outlived the node's shutdown")
 	}
 }
+
+// TestCompactionStopsAtApplied: a head compaction that would reach entries
+// the state machine has not applied is cut at the applied index (jepsen found
+// hashicorp/raft compacting past lastApplied after a snapshot install moved
+// the state back); deleting the whole log and suffix truncations pass.
+func TestCompactionStopsAtApplied(t *testing.T) {
+	mem := raft.NewInmemStore()
+	for i := uint64(1); i <= 100; i++ {
+		if err := mem.StoreLog(&raft.Log{Index: i, Term: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	applied := newAppliedIndex()
+	applied.set(50)
+	s := &countingLogStore{LogStore: mem, observe: func(float64) {}, applied: applied}
+	check := func(wantFirst, wantLast uint64) {
+		t.Helper()
+		first, _ := s.FirstIndex()
+		last, _ := s.LastIndex()
+		if first != wantFirst || last != wantLast {
+			t.Fatalf("log [%d, %d], want [%d, %d]", first, last, wantFirst, wantLast)
+		}
+	}
+	if err := s.DeleteRange(1, 80); err != nil {
+		t.Fatal(err)
+	}
+	check(51, 100) // cut at applied 50
+	if err := s.DeleteRange(51, 70); err != nil {
+		t.Fatal(err)
+	}
+	check(51, 100) // nothing at or below applied left to compact
+	if err := s.DeleteRange(90, 100); err != nil {
+		t.Fatal(err)
+	}
+	check(51, 89) // a suffix truncation is not touched
+	if err := s.DeleteRange(51, 89); err != nil {
+		t.Fatal(err)
+	}
+	check(0, 0) // the whole log (after a snapshot install) goes
+}
