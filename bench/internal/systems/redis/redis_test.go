@@ -55,7 +55,7 @@ func needRedis(t *testing.T) {
 		t.Logf("ensure-redis.sh: %v\n%s", err, out)
 	})
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server is not installed and ensure-redis.sh could not install it")
+		t.Fatal("redis-server is not installed and scripts/ensure-redis.sh could not install it (make test-bench installs it first)")
 	}
 }
 
