@@ -184,6 +184,19 @@ type ExchangeRate struct {
 	// commands; the state fills them).
 	SetAtMs  int64  `msgpack:"at,omitempty"`
 	LogIndex uint64 `msgpack:"i,omitempty"`
+
+	// rat is Rate parsed, set where a rate enters the state (not encoded).
+	rat *big.Rat
+}
+
+// withRat returns x with its rate parsed (the rate was validated).
+func (x ExchangeRate) withRat() *ExchangeRate {
+	_, r, err := ParseRate(x.Rate)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: rate %s->%s %q: %s", x.From, x.To, x.Rate, err.Message)) // validated before
+	}
+	x.rat = r
+	return &x
 }
 
 // SetExchangeRates sets rates in the cluster's table (cluster-wide, no
@@ -411,11 +424,7 @@ func (cs *costState) rateFor(from, to string) (*ExchangeRate, *big.Rat, bool) {
 	if x == nil {
 		return nil, nil, false
 	}
-	_, r, err := ParseRate(x.Rate)
-	if err != nil {
-		panic(fmt.Sprintf("fsm: stored rate %s->%s %q: %s", from, to, x.Rate, err.Message)) // validated when set
-	}
-	return x, r, true
+	return x, x.rat, true
 }
 
 // ValidateLabels checks a record's labels: at most CostLabelsMax, sorted by
@@ -604,7 +613,7 @@ func (s *state) setExchangeRates(ctx applyCtx, c *SetExchangeRates) Result {
 		}
 	}
 	for _, r := range c.Rates {
-		next[exchangeKey{r.From, r.To}] = &ExchangeRate{From: r.From, To: r.To, Rate: r.Rate, SetAtMs: ctx.nowMs, LogIndex: ctx.index}
+		next[exchangeKey{r.From, r.To}] = ExchangeRate{From: r.From, To: r.To, Rate: r.Rate, SetAtMs: ctx.nowMs, LogIndex: ctx.index}.withRat()
 	}
 	if len(next) > ExchangeRatesMax {
 		return Result{Err: errorf(CodeResourceExhausted, "the exchange-rate table would hold %d rates; at most %d", len(next), ExchangeRatesMax)}
@@ -693,6 +702,7 @@ func (s *state) rollupRow(tenant string, c *CostSpec) (*rollupHour, string, *rol
 func (s *state) recordCost(ctx applyCtx, c *RecordCost) Result {
 	// Check everything first: the command is all or nothing.
 	plans := make([][]plannedCharge, len(c.Costs))
+	keys := make([]string, len(c.Costs)) // each record's rollup group
 	newRows := 0
 	// pending is what the batch adds to each rollup row (hour + group).
 	pending := map[string]int64{}
@@ -716,6 +726,7 @@ func (s *state) recordCost(ctx applyCtx, c *RecordCost) Result {
 		}
 		plans[i] = plan
 		_, key, row := s.rollupRow(c.Tenant, cs)
+		keys[i] = key
 		slot := strconv.FormatInt(alignDown(cs.OccurredAtMs, hourMs), 10) + "\x02" + key
 		before, seen := pending[slot]
 		if !seen && row == nil {
@@ -763,13 +774,13 @@ func (s *state) recordCost(ctx applyCtx, c *RecordCost) Result {
 			}
 			res.Charges = append(res.Charges, ch)
 		}
-		s.addToRollup(c.Tenant, cs)
+		s.addToRollup(c.Tenant, cs, keys[i])
 		out[i] = res
 	}
 	return Result{Costs: out, CostPos: uint32(ctx.pos)}
 }
 
-func (s *state) addToRollup(tenant string, c *CostSpec) {
+func (s *state) addToRollup(tenant string, c *CostSpec, key string) {
 	hour := alignDown(c.OccurredAtMs, hourMs)
 	hours := s.cost.rollups[tenant]
 	if hours == nil {
@@ -782,7 +793,6 @@ func (s *state) addToRollup(tenant string, c *CostSpec) {
 		hours[hour] = h
 		s.cost.expiries.Push(rollupExpiry{atMs: hour + CostRetentionMs, hour: h})
 	}
-	key := groupKey(c.Resource, c.Service, c.Labels, c.Currency)
 	row := h.rows[key]
 	if row == nil {
 		row = &rollupRow{Resource: c.Resource, Service: c.Service, Labels: append([]Label(nil), c.Labels...), Currency: c.Currency}

@@ -306,15 +306,24 @@ func (s *state) setQuotaConsumer(ctx applyCtx, c *SetQuotaConsumer) Result {
 	return Result{Quota: &QuotaResult{Pool: p.clone()}}
 }
 
-func (s *state) setQuotaDemand(ctx applyCtx, c *SetQuotaDemand) Result {
-	p, miss := s.quotaPool(c.Tenant, c.PoolID)
+// poolConsumer finds a pool, renews its period, and finds one consumer.
+func (s *state) poolConsumer(ctx applyCtx, tenant, poolID, consumerID string) (*QuotaPool, *QuotaConsumer, Result) {
+	p, miss := s.quotaPool(tenant, poolID)
 	if p == nil {
-		return miss
+		return nil, nil, miss
 	}
 	rollQuota(p, ctx.nowMs)
-	_, q := p.consumer(c.ConsumerID)
+	_, q := p.consumer(consumerID)
 	if q == nil {
-		return Result{Err: errorf(CodeNotFound, "consumer %q not found in quota pool %q", c.ConsumerID, c.PoolID)}
+		return nil, nil, Result{Err: errorf(CodeNotFound, "consumer %q not found in quota pool %q", consumerID, poolID)}
+	}
+	return p, q, Result{}
+}
+
+func (s *state) setQuotaDemand(ctx applyCtx, c *SetQuotaDemand) Result {
+	p, q, miss := s.poolConsumer(ctx, c.Tenant, c.PoolID, c.ConsumerID)
+	if p == nil {
+		return miss
 	}
 	q.DemandMicros = c.DemandMicros
 	p.reallocate()
@@ -323,14 +332,9 @@ func (s *state) setQuotaDemand(ctx applyCtx, c *SetQuotaDemand) Result {
 }
 
 func (s *state) quotaConsume(ctx applyCtx, c *QuotaConsume) Result {
-	p, miss := s.quotaPool(c.Tenant, c.PoolID)
+	p, q, miss := s.poolConsumer(ctx, c.Tenant, c.PoolID, c.ConsumerID)
 	if p == nil {
 		return miss
-	}
-	rollQuota(p, ctx.nowMs)
-	_, q := p.consumer(c.ConsumerID)
-	if q == nil {
-		return Result{Err: errorf(CodeNotFound, "consumer %q not found in quota pool %q", c.ConsumerID, c.PoolID)}
 	}
 	used, ok := addMicros(q.UsedMicros, c.AmountMicros)
 	if !ok {

@@ -380,7 +380,7 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 		}
 		for i := range r.Rates {
 			x := r.Rates[i]
-			s.cost.rates[exchangeKey{x.From, x.To}] = &x
+			s.cost.rates[exchangeKey{x.From, x.To}] = x.withRat()
 		}
 	case recRollup:
 		var r snapshotRollup

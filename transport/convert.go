@@ -197,6 +197,23 @@ func enforcementFromWire(e tollgatev1.Enforcement) (fsm.Enforcement, error) {
 	return v, nil
 }
 
+// periodFromWire converts a budget's or pool's period and custom length;
+// object names the message in errors.
+func periodFromWire(object string, p tollgatev1.Period, custom string) (fsm.Period, int64, error) {
+	period, ok := periods[p]
+	if !ok {
+		return 0, 0, invalid("%s.period %d is unknown", object, p)
+	}
+	switch {
+	case period == fsm.PeriodCustom:
+		customMs, err := parseDurationMs(object+".custom_period", custom, fsm.CustomPeriodMinMs, fsm.CustomPeriodMaxMs)
+		return period, customMs, err
+	case custom != "":
+		return 0, 0, invalid("%s.custom_period is only allowed with PERIOD_CUSTOM", object)
+	}
+	return period, 0, nil
+}
+
 // budgetSpec converts a budget for creation; defaults: period NONE,
 // enforcement HARD, timezone UTC.
 func budgetSpec(b *tollgatev1.Budget) (fsm.BudgetSpec, error) {
@@ -207,18 +224,9 @@ func budgetSpec(b *tollgatev1.Budget) (fsm.BudgetSpec, error) {
 	if err != nil {
 		return fsm.BudgetSpec{}, err
 	}
-	period, ok := periods[b.Period]
-	if !ok {
-		return fsm.BudgetSpec{}, invalid("budget.period %d is unknown", b.Period)
-	}
-	var customMs int64
-	switch {
-	case period == fsm.PeriodCustom:
-		if customMs, err = parseDurationMs("budget.custom_period", b.CustomPeriod, fsm.CustomPeriodMinMs, fsm.CustomPeriodMaxMs); err != nil {
-			return fsm.BudgetSpec{}, err
-		}
-	case b.CustomPeriod != "":
-		return fsm.BudgetSpec{}, invalid("budget.custom_period is only allowed with PERIOD_CUSTOM")
+	period, customMs, err := periodFromWire("budget", b.Period, b.CustomPeriod)
+	if err != nil {
+		return fsm.BudgetSpec{}, err
 	}
 	enforcement, err := enforcementFromWire(b.Enforcement)
 	if err != nil {

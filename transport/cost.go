@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tollgate/tollgate/fsm"
 	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
@@ -154,6 +155,20 @@ func (h *costHandler) RecordCostBatch(ctx context.Context, req *connect.Request[
 	return reply(r, out), nil
 }
 
+// timeRange converts a request's required [from, to) to Unix ms.
+func timeRange(from, to *timestamppb.Timestamp) (int64, int64, error) {
+	if from == nil || to == nil {
+		return 0, 0, invalid("from and to are required")
+	}
+	if err := from.CheckValid(); err != nil {
+		return 0, 0, invalid("from: %v", err)
+	}
+	if err := to.CheckValid(); err != nil {
+		return 0, 0, invalid("to: %v", err)
+	}
+	return from.AsTime().UnixMilli(), to.AsTime().UnixMilli(), nil
+}
+
 var buckets = map[tollgatev1.Bucket]fsm.Bucket{
 	tollgatev1.Bucket_BUCKET_UNSPECIFIED: fsm.BucketDay,
 	tollgatev1.Bucket_BUCKET_HOUR:        fsm.BucketHour,
@@ -168,14 +183,9 @@ func (h *costHandler) Report(ctx context.Context, req *connect.Request[tollgatev
 	if err := validateIDs("tenant", m.Tenant); err != nil {
 		return nil, err
 	}
-	if m.From == nil || m.To == nil {
-		return nil, invalid("from and to are required")
-	}
-	if err := m.From.CheckValid(); err != nil {
-		return nil, invalid("from: %v", err)
-	}
-	if err := m.To.CheckValid(); err != nil {
-		return nil, invalid("to: %v", err)
+	fromMs, toMs, err := timeRange(m.From, m.To)
+	if err != nil {
+		return nil, err
 	}
 	bucket, ok := buckets[m.Bucket]
 	if !ok {
@@ -193,7 +203,7 @@ func (h *costHandler) Report(ctx context.Context, req *connect.Request[tollgatev
 	if err != nil {
 		return nil, err
 	}
-	q := fsm.ReportQuery{Tenant: m.Tenant, FromMs: m.From.AsTime().UnixMilli(), ToMs: m.To.AsTime().UnixMilli(),
+	q := fsm.ReportQuery{Tenant: m.Tenant, FromMs: fromMs, ToMs: toMs,
 		GroupBy: m.GroupBy, Bucket: bucket, Timezone: tz, Currency: m.Currency, Filter: filter}
 	var rows []fsm.ReportRow
 	info, err := h.node.Read(ctx, level, maxStale, func(v fsm.View) (err error) {
@@ -401,16 +411,10 @@ func (h *costHandler) ListCosts(ctx context.Context, req *connect.Request[tollga
 	if err := validateIDs("tenant", m.Tenant); err != nil {
 		return nil, err
 	}
-	if m.From == nil || m.To == nil {
-		return nil, invalid("from and to are required")
+	fromMs, toMs, err := timeRange(m.From, m.To)
+	if err != nil {
+		return nil, err
 	}
-	if err := m.From.CheckValid(); err != nil {
-		return nil, invalid("from: %v", err)
-	}
-	if err := m.To.CheckValid(); err != nil {
-		return nil, invalid("to: %v", err)
-	}
-	fromMs, toMs := m.From.AsTime().UnixMilli(), m.To.AsTime().UnixMilli()
 	if fromMs < 0 || toMs <= fromMs {
 		return nil, invalid("time range: to must be after from (and from not before 1970)")
 	}

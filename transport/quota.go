@@ -36,18 +36,9 @@ func quotaPoolSpec(p *tollgatev1.QuotaPool) (fsm.QuotaPoolSpec, error) {
 	if err != nil {
 		return fsm.QuotaPoolSpec{}, err
 	}
-	period, ok := periods[p.Period]
-	if !ok {
-		return fsm.QuotaPoolSpec{}, invalid("pool.period %d is unknown", p.Period)
-	}
-	var customMs int64
-	switch {
-	case period == fsm.PeriodCustom:
-		if customMs, err = parseDurationMs("pool.custom_period", p.CustomPeriod, fsm.CustomPeriodMinMs, fsm.CustomPeriodMaxMs); err != nil {
-			return fsm.QuotaPoolSpec{}, err
-		}
-	case p.CustomPeriod != "":
-		return fsm.QuotaPoolSpec{}, invalid("pool.custom_period is only allowed with PERIOD_CUSTOM")
+	period, customMs, err := periodFromWire("pool", p.Period, p.CustomPeriod)
+	if err != nil {
+		return fsm.QuotaPoolSpec{}, err
 	}
 	enforcement := fsm.EnforcementHard
 	switch p.Enforcement {
