@@ -477,12 +477,29 @@ type Stores struct {
 	Transport raft.Transport
 }
 
+// logStack is the Raft log as hashicorp/raft sees it: the store, counted
+// and guarded (countingLogStore), under a 512-entry cache; a store that
+// refuses gaps (the WAL) also gets gapResetLog on top, and nothing in the
+// stack says it is a raft.MonotonicLogStore (see gapResetLog for why).
+func logStack(store raft.LogStore, observe func(float64), applied *appliedIndex, hlog hclog.Logger) (raft.LogStore, error) {
+	m, ok := store.(raft.MonotonicLogStore)
+	gapless := ok && m.IsMonotonic()
+	cache, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: observe, applied: applied, gapless: gapless})
+	if err != nil {
+		return nil, err
+	}
+	if !gapless {
+		return cache, nil
+	}
+	return &gapResetLog{LogStore: cache, logger: hlog.Named("log")}, nil
+}
+
 // openStores opens bbolt, the file snapshot store and the TCP transport
 // under the data dir, or takes the configured Stores.
 func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
 	if st := n.cfg.Stores; st != nil {
 		n.transport = st.Transport
-		logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: st.Log, observe: n.metrics.storeBatches.Observe, applied: n.applied})
+		logs, err := logStack(st.Log, n.metrics.storeBatches.Observe, n.applied, hlog)
 		return logs, st.Stable, st.Snapshots, err
 	}
 	store, closer, err := openLogStore(n.cfg.DataDir, n.cfg.LogStore, hlog)
@@ -490,7 +507,7 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 		return nil, nil, nil, err
 	}
 	n.logStore = closer
-	logs, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: n.metrics.storeBatches.Observe, applied: n.applied})
+	logs, err := logStack(store, n.metrics.storeBatches.Observe, n.applied, hlog)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -766,6 +783,9 @@ type countingLogStore struct {
 	// applied is the state machine's applied index: compaction never
 	// removes entries past it (see DeleteRange).
 	applied *appliedIndex
+	// gapless: the store refuses gaps and reads below its logical head
+	// (the WAL); see GetLog and gapResetLog.
+	gapless bool
 }
 
 func (c *countingLogStore) StoreLog(l *raft.Log) error {
@@ -779,7 +799,7 @@ func (c *countingLogStore) StoreLog(l *raft.Log) error {
 // covers instead of installing the snapshot. Compacted means gone, as in
 // raft-boltdb.
 func (c *countingLogStore) GetLog(index uint64, log *raft.Log) error {
-	if c.IsMonotonic() {
+	if c.gapless {
 		first, err := c.LogStore.FirstIndex()
 		if err != nil {
 			return err
@@ -815,17 +835,53 @@ func (c *countingLogStore) DeleteRange(min, max uint64) error {
 	return c.LogStore.DeleteRange(min, max)
 }
 
-// IsMonotonic passes the store's answer through: a store that refuses gaps
-// (the WAL) makes Raft clear the log after a snapshot install or restore
-// instead of leaving a gap before the next entry.
-func (c *countingLogStore) IsMonotonic() bool {
-	m, ok := c.LogStore.(raft.MonotonicLogStore)
-	return ok && m.IsMonotonic()
-}
-
 func (c *countingLogStore) StoreLogs(logs []*raft.Log) error {
 	c.observe(float64(len(logs)))
 	return c.LogStore.StoreLogs(logs)
+}
+
+// gapResetLog lets hashicorp/raft treat the WAL as a log that allows gaps,
+// which is the path raft was built and tested on (raft-boltdb), instead of
+// its MonotonicLogStore path, which is broken in v1.7.3 (hashicorp/raft#697):
+// after installing a snapshot it empties the log but keeps its in-memory
+// last index, so a follower whose log ran past the snapshot index then
+// appends after that stale index into the empty store, leaving a hole
+// between the snapshot and the log; it panics with "log not found" when it
+// applies, or when it restarts (jepsen seeds 136989261 and 602657676).
+//
+// On the gap-tolerant path raft compacts after an install (a prefix up to
+// the snapshot index, as with bbolt) and its last index stays true. The one
+// gap it then makes is the first append after an install or a restore that
+// moved past the log's end: the entry at index i is appended only when
+// entry i-1 matched the leader, and here it matched through the snapshot,
+// which covers everything the log holds; so the log is cleared (through the
+// cache) and the WAL starts again at i.
+type gapResetLog struct {
+	raft.LogStore
+	logger hclog.Logger
+}
+
+func (g *gapResetLog) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
+
+func (g *gapResetLog) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	last, err := g.LogStore.LastIndex()
+	if err != nil {
+		return err
+	}
+	if next := logs[0].Index; last > 0 && next > last+1 {
+		first, err := g.LogStore.FirstIndex()
+		if err != nil {
+			return err
+		}
+		g.logger.Info("clearing the log before a gap (a snapshot covers it)", "first", first, "last", last, "next", next)
+		if err := g.LogStore.DeleteRange(first, last); err != nil {
+			return fmt.Errorf("clear the log before index %d: %w", next, err)
+		}
+	}
+	return g.LogStore.StoreLogs(logs)
 }
 
 // loadIncarnation returns the random name of this data directory, creating it

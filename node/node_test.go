@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/tollgate/tollgate/fsm"
@@ -147,10 +148,14 @@ func TestRestartKeepsCommittedState(t *testing.T) {
 			n := mustNewNode(t, dir, func(c *Config) {
 				c.LogStore, c.SnapshotThreshold, c.TrailingLogs, c.SnapshotInterval = tc.store, 8, 4, 50*time.Millisecond
 			})
-			// Raft clears a gap-refusing log after a snapshot install or
-			// restore only if it can see through our wrappers that it is one.
-			if m, ok := n.logs.(raft.MonotonicLogStore); !ok || m.IsMonotonic() != (tc.store == "wal") {
-				t.Errorf("log store %s: Raft sees IsMonotonic %v, want %v", tc.store, ok && m.IsMonotonic(), tc.store == "wal")
+			// Raft must take its gap-tolerant path for both stores (its
+			// monotonic path is broken, hashicorp/raft#697); for the WAL,
+			// gapResetLog clears the log before a gap instead.
+			if m, ok := n.logs.(raft.MonotonicLogStore); ok && m.IsMonotonic() {
+				t.Errorf("log store %s: Raft sees IsMonotonic true, want false", tc.store)
+			}
+			if _, isReset := n.logs.(*gapResetLog); isReset != (tc.store == "wal") {
+				t.Errorf("log store %s: gapResetLog on top %v, want %v", tc.store, isReset, tc.store == "wal")
 			}
 			propose(t, n, createBudget("b", 1000*fsm.MicrosPerUnit))
 			for i := 0; i < 100; i++ {
@@ -333,4 +338,77 @@ func TestCompactionStopsAtApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(0, 0) // the whole log (after a snapshot install) goes
+}
+
+// TestWALGapIsReset: hashicorp/raft must not see the WAL as a
+// MonotonicLogStore (its monotonic path leaves a hole after a snapshot
+// install, hashicorp/raft#697), so the log stack clears the WAL when an
+// append would leave a gap, and compacted entries read as not found.
+func TestWALGapIsReset(t *testing.T) {
+	store, closer, err := openLogStore(t.TempDir(), "wal", hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	applied := newAppliedIndex()
+	applied.set(100)
+	logs, err := logStack(store, func(float64) {}, applied, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := logs.(raft.MonotonicLogStore); ok && m.IsMonotonic() {
+		t.Fatal("the log stack says it is monotonic: raft would take its broken monotonic path")
+	}
+	check := func(wantFirst, wantLast uint64) {
+		t.Helper()
+		first, _ := logs.FirstIndex()
+		last, _ := logs.LastIndex()
+		if first != wantFirst || last != wantLast {
+			t.Fatalf("log [%d, %d], want [%d, %d]", first, last, wantFirst, wantLast)
+		}
+	}
+	entries := func(from, to uint64) []*raft.Log {
+		var out []*raft.Log
+		for i := from; i <= to; i++ {
+			out = append(out, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}})
+		}
+		return out
+	}
+	if err := logs.StoreLogs(entries(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	// Raft compacts a prefix after a snapshot at 80 (trailing 10).
+	if err := logs.DeleteRange(1, 70); err != nil {
+		t.Fatal(err)
+	}
+	check(71, 100)
+	var l raft.Log
+	if err := logs.GetLog(50, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog(50) below the head: %v, want ErrLogNotFound", err)
+	}
+	// A snapshot at 150 was installed; the next entry is 151.
+	if err := logs.StoreLog(&raft.Log{Index: 151, Term: 2, Type: raft.LogCommand}); err != nil {
+		t.Fatalf("append after a gap: %v", err)
+	}
+	check(151, 151)
+	for _, i := range []uint64{71, 100, 150} {
+		if err := logs.GetLog(i, &l); !errors.Is(err, raft.ErrLogNotFound) {
+			t.Fatalf("GetLog(%d) after the reset: %v, want ErrLogNotFound", i, err)
+		}
+	}
+	if err := logs.GetLog(151, &l); err != nil || l.Term != 2 {
+		t.Fatalf("GetLog(151) = term %d, %v", l.Term, err)
+	}
+	// A plain append and a suffix truncation work as before.
+	if err := logs.StoreLogs([]*raft.Log{{Index: 152, Term: 2}, {Index: 153, Term: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := logs.DeleteRange(153, 153); err != nil {
+		t.Fatal(err)
+	}
+	check(151, 152)
+	if err := logs.StoreLog(&raft.Log{Index: 160, Term: 3}); err != nil {
+		t.Fatal(err)
+	}
+	check(160, 160)
 }

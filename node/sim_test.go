@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/node"
@@ -75,8 +77,30 @@ func TestSimulation(t *testing.T) {
 }
 
 type simStores struct {
-	mem   *raft.InmemStore
+	mem   *raft.InmemStore // the stable store, and the log unless wal is set
+	wal   *wal.WAL         // the Raft log on odd seeds: the real WAL, which refuses gaps
 	snaps *simSnapshotStore
+}
+
+func (s *simStores) log() raft.LogStore {
+	if s.wal != nil {
+		return s.wal
+	}
+	return s.mem
+}
+
+// simUsesWAL: odd seeds keep the Raft log in a real raft-wal in a temp dir
+// (production's store: it refuses gaps, so hashicorp/raft treats it as a
+// MonotonicLogStore-shaped log), even seeds in raft's InmemStore (gaps
+// allowed, as bbolt). TOLLGATE_SIM_LOG=wal|mem forces one for every seed.
+func simUsesWAL(seed int64) bool {
+	switch os.Getenv("TOLLGATE_SIM_LOG") {
+	case "wal":
+		return true
+	case "mem":
+		return false
+	}
+	return seed%2 == 1
 }
 
 type simCluster struct {
@@ -100,7 +124,17 @@ func newSimCluster(t *testing.T, seed int64, size int) *simCluster {
 		id := "n" + strconv.Itoa(i)
 		c.ids = append(c.ids, id)
 		c.voters[id] = id
-		c.stores[id] = &simStores{mem: raft.NewInmemStore(), snaps: &simSnapshotStore{}}
+		st := &simStores{mem: raft.NewInmemStore(), snaps: &simSnapshotStore{}}
+		if simUsesWAL(seed) {
+			meta := &metadb.BoltMetaDB{}
+			w, err := wal.Open(t.TempDir(), wal.WithMetaStore(meta))
+			if err != nil {
+				t.Fatalf("open wal for %s: %v", id, err)
+			}
+			st.wal = w
+			t.Cleanup(func() { w.Close(); meta.Close() })
+		}
+		c.stores[id] = st
 	}
 	for _, id := range c.ids {
 		c.start(id)
@@ -118,7 +152,7 @@ func (c *simCluster) start(id string) {
 	n, err := node.New(node.Config{
 		NodeID:            id,
 		APIAddr:           id,
-		Stores:            &node.Stores{Log: st.mem, Stable: st.mem, Snapshots: st.snaps, Transport: c.net.attach(raft.ServerAddress(id))},
+		Stores:            &node.Stores{Log: st.log(), Stable: st.mem, Snapshots: st.snaps, Transport: c.net.attach(raft.ServerAddress(id))},
 		BootstrapVoters:   c.voters,
 		Peers:             simPeers{c: c, from: id},
 		ElectionTimeout:   50 * time.Millisecond,
