@@ -39,10 +39,13 @@ type Config struct {
 	// DataDir holds the Raft log and stable store (wal/ or raft.db, see
 	// LogStore), snapshots/ and receipts.db.
 	DataDir string
-	// LogStore picks the Raft log store of a new data dir: "wal" (default,
-	// hashicorp/raft-wal: append-only segments, one fsync per write) or
-	// "bolt" (raft-boltdb: a B+tree, two fsyncs per write). A data dir keeps
-	// the store it was created with, whatever this says.
+	// LogStore picks the Raft log store of a new data dir: "bolt" (default,
+	// raft-boltdb: a B+tree, two fsyncs per write) or "wal"
+	// (hashicorp/raft-wal v0.4.0: append-only segments, one fsync per write,
+	// faster, but UNSAFE: after a log suffix truncation a restarted node
+	// cannot read its log, hashicorp/raft-wal#31, fixed upstream after the
+	// last release; for benchmarks only). A data dir keeps the store it was
+	// created with, whatever this says.
 	LogStore string
 	// RaftAddr is the host:port the Raft transport binds ("127.0.0.1:0" picks
 	// a port). RaftAdvertise is what peers dial; default the bound address.
@@ -153,7 +156,7 @@ func (c *Config) setDefaults() error {
 	}
 	switch c.LogStore {
 	case "":
-		c.LogStore = "wal"
+		c.LogStore = "bolt"
 	case "wal", "bolt":
 	default:
 		return fmt.Errorf("node: LogStore %q: want wal or bolt", c.LogStore)
@@ -210,6 +213,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport raft.Transport
 	logStore  io.Closer
+	logKind   string // the Raft log store in use: bolt or wal
 	logs      raft.LogStore // behind Raft's cache; tests look at its range
 	receipts  *receiptStore // nil: this node keeps no receipts
 	applied   *appliedIndex
@@ -477,6 +481,10 @@ type Stores struct {
 	Transport raft.Transport
 }
 
+// LogStoreKind is the Raft log store this node uses ("bolt" or "wal"; ""
+// for stores given in Config.Stores).
+func (n *Node) LogStoreKind() string { return n.logKind }
+
 // logStack is the Raft log as hashicorp/raft sees it: the store, counted
 // and guarded (countingLogStore), under a 512-entry cache; a store that
 // refuses gaps (the WAL) also gets gapResetLog on top, and nothing in the
@@ -507,6 +515,10 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 		return nil, nil, nil, err
 	}
 	n.logStore = closer
+	n.logKind = "bolt"
+	if _, isWAL := store.(raft.MonotonicLogStore); isWAL {
+		n.logKind = "wal"
+	}
 	logs, err := logStack(store, n.metrics.storeBatches.Observe, n.applied, hlog)
 	if err != nil {
 		return nil, nil, nil, err
