@@ -56,6 +56,7 @@ type options struct {
 	noRetry  bool
 	timeout  time.Duration
 	newReqID func() string
+	token    string
 }
 
 // Option configures a Client.
@@ -76,6 +77,10 @@ func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.ti
 
 // WithRequestIDs replaces the request id generator (default: random UUIDs).
 func WithRequestIDs(next func() string) Option { return func(o *options) { o.newReqID = next } }
+
+// WithToken sends 'Authorization: Bearer token' with every call (a JWT the
+// cluster accepts; see docs/security.md).
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // New returns a client for a cluster reachable at any of addrs (host:port).
 func New(addrs []string, opts ...Option) (*Client, error) {
@@ -106,7 +111,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	}
 	transport.Protocols = protocols
-	hc := &http.Client{Transport: &nodeRoundTripper{nodes: nodes, next: transport}}
+	hc := &http.Client{Transport: &nodeRoundTripper{nodes: nodes, next: transport, token: o.token}}
 
 	clientOpts := []connect.ClientOption{connect.WithInterceptors(&interceptor{opts: o, nodes: nodes})}
 	if o.grpc {
@@ -176,6 +181,7 @@ func (s *nodeSet) next(failed string) {
 type nodeRoundTripper struct {
 	nodes *nodeSet
 	next  http.RoundTripper
+	token string
 }
 
 func (rt *nodeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -186,6 +192,9 @@ func (rt *nodeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 	req = req.Clone(req.Context())
 	req.URL.Host = addr
 	req.Host = addr
+	if rt.token != "" {
+		req.Header.Set("Authorization", "Bearer "+rt.token)
+	}
 	return rt.next.RoundTrip(req)
 }
 

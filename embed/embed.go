@@ -51,8 +51,8 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	// LogStore is the Raft log store of a new data dir, "wal" (default) or
-	// "bolt"; see node.Config.
+	// LogStore is the Raft log store of a new data dir, "bolt" (default) or
+	// "wal" (unsafe, benchmarks only); see node.Config.
 	LogStore string
 	// ElectionTimeout (default 1s); see node.Config.
 	ElectionTimeout time.Duration
@@ -71,6 +71,14 @@ type Config struct {
 	NoReceipts bool
 	// Pprof serves /debug/pprof/ on the API port.
 	Pprof bool
+	// Auth authenticates API calls (nil: authentication off, every caller
+	// is an admin; --dev and --insecure only).
+	Auth transport.Authenticator
+	// ClusterToken is presented to other nodes' APIs (forwarding, reads,
+	// receipt repair); they must accept it (auth.Authenticator.SetClusterToken).
+	ClusterToken []byte
+	// APIRateLimit is the API's own limit per credential.
+	APIRateLimit transport.RateLimit
 }
 
 // Server is a running node with its API.
@@ -92,6 +100,11 @@ func Start(cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	apiOpts := transport.Options{Logger: cfg.Logger, Gatherer: reg, Registerer: reg, Pprof: cfg.Pprof,
+		Auth: cfg.Auth, RateLimit: cfg.APIRateLimit}
+	if err := apiOpts.Validate(); err != nil {
+		return nil, err
+	}
 
 	// The API listener is bound first so the node can hand out its real
 	// address (a leader hint, gossip metadata) even when the port was 0.
@@ -119,7 +132,7 @@ func Start(cfg Config) (*Server, error) {
 		DeadServerGrace:   cfg.DeadServerGrace,
 		ReconcileInterval: cfg.ReconcileInterval,
 		FastGossip:        cfg.FastGossip,
-		Peers:             transport.NewPeerClient(),
+		Peers:             transport.NewPeerClient(cfg.ClusterToken),
 		Version:           cfg.Version,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
@@ -138,7 +151,7 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	api := transport.NewServer(ln, transport.NewHandler(n, transport.Options{Logger: cfg.Logger, Gatherer: reg, Registerer: reg, Pprof: cfg.Pprof}))
+	api := transport.NewServer(ln, transport.NewHandler(n, apiOpts))
 	s := &Server{Node: n, api: api, apiAddr: ln.Addr().String(), served: make(chan error, 1)}
 	go func() { s.served <- api.Serve() }()
 	return s, nil

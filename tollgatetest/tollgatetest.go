@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate/tollgate/client"
 	"github.com/tollgate/tollgate/embed"
+	"github.com/tollgate/tollgate/transport"
 )
 
 // startTimeoutMax bounds how long a node may take to become leader.
@@ -32,6 +33,10 @@ type Options struct {
 	Clock func() time.Time
 	// Logger defaults to discarding output.
 	Logger *slog.Logger
+	// Auth turns authentication on (see embed.Config.Auth); APIRateLimit
+	// limits each credential.
+	Auth         transport.Authenticator
+	APIRateLimit transport.RateLimit
 }
 
 // Start starts a node in a temporary directory and returns a connected
@@ -68,6 +73,8 @@ func StartServer(t testing.TB, opts Options) *embed.Server {
 		ElectionTimeout: 150 * time.Millisecond,
 		Logger:          opts.Logger,
 		Version:         "test",
+		Auth:            opts.Auth,
+		APIRateLimit:    opts.APIRateLimit,
 	})
 	if err != nil {
 		t.Fatalf("tollgatetest: start node: %v", err)

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tollgate/tollgate/auth"
 	"github.com/tollgate/tollgate/fsm"
 	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/gen/tollgate/v1/tollgatev1connect"
@@ -75,15 +76,21 @@ func (h *internalHandler) FetchReceipts(ctx context.Context, req *connect.Reques
 // PeerClient implements node.Peers over other nodes' internal API.
 type PeerClient struct {
 	http *http.Client
+	opts []connect.ClientOption
 }
 
 var _ node.Peers = (*PeerClient)(nil)
 
-// NewPeerClient returns a client for node-to-node calls (h2c, pooled).
-func NewPeerClient() *PeerClient {
+// NewPeerClient returns a client for node-to-node calls (h2c, pooled); a
+// non-empty clusterToken goes with every call (auth.ClusterTokenHeader).
+func NewPeerClient(clusterToken []byte) *PeerClient {
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
-	return &PeerClient{http: &http.Client{Transport: &http.Transport{
+	var opts []connect.ClientOption
+	if len(clusterToken) > 0 {
+		opts = append(opts, connect.WithInterceptors(authHeader(auth.ClusterTokenHeader(clusterToken))))
+	}
+	return &PeerClient{opts: opts, http: &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		Protocols:           protocols,
 		MaxIdleConnsPerHost: 16,
@@ -92,7 +99,7 @@ func NewPeerClient() *PeerClient {
 }
 
 func (p *PeerClient) internal(apiAddr string) tollgatev1connect.InternalServiceClient {
-	return tollgatev1connect.NewInternalServiceClient(p.http, "http://"+apiAddr)
+	return tollgatev1connect.NewInternalServiceClient(p.http, "http://"+apiAddr, p.opts...)
 }
 
 // Forward proposes encoded commands on the leader. Errors come back with the
@@ -124,7 +131,7 @@ func (p *PeerClient) ReadIndex(ctx context.Context, apiAddr string, verify bool)
 
 // Progress asks a node for its indexes (ClusterService/Status).
 func (p *PeerClient) Progress(ctx context.Context, apiAddr string) (node.Progress, error) {
-	c := tollgatev1connect.NewClusterServiceClient(p.http, "http://"+apiAddr)
+	c := tollgatev1connect.NewClusterServiceClient(p.http, "http://"+apiAddr, p.opts...)
 	resp, err := c.Status(ctx, connect.NewRequest(&tollgatev1.StatusRequest{}))
 	if err != nil {
 		return node.Progress{}, err
@@ -167,4 +174,14 @@ func (p *PeerClient) FetchReceipts(ctx context.Context, apiAddr string, from, to
 			Checkpoint: receipt.SignedCheckpoint{Body: e.Checkpoint, Signature: e.Signature}, Leaves: e.Leaves}}
 	}
 	return out, resp.Msg.CompleteThrough, nil
+}
+
+// authHeader sets the Authorization header of every call.
+func authHeader(value string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", value)
+			return next(ctx, req)
+		}
+	}
 }

@@ -46,6 +46,19 @@ type Options struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ (profiling only: it
 	// exposes the process's internals to anyone who reaches the port).
 	Pprof bool
+	// Auth authenticates every call (nil: authentication is off and every
+	// caller is auth.Anonymous, an admin: --dev and --insecure only).
+	Auth Authenticator
+	// RateLimit is the API's own limit per credential (see RateLimit).
+	RateLimit RateLimit
+	// Now is the clock of the rate limit (default time.Now).
+	Now func() time.Time
+}
+
+// Validate checks the options NewHandler cannot refuse.
+func (o Options) Validate() error {
+	_, err := newCallerLimiter(o.RateLimit, o.Now)
+	return err
 }
 
 // compressMinBytes is the smallest reply the API compresses.
@@ -58,8 +71,16 @@ func NewHandler(n Node, opts Options) http.Handler {
 	}
 	// Every message is bounded by RequestBytesMax before it is decoded;
 	// streams (snapshot upload) are bounded per message and in total.
+	limiter, err := newCallerLimiter(opts.RateLimit, opts.Now)
+	if err != nil {
+		// Options.Validate said so first; serve nothing rather than an
+		// unlimited API.
+		opts.Logger.Error("API handler not built", "err", err)
+		return http.NotFoundHandler()
+	}
 	handlerOpts := []connect.HandlerOption{
-		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor{log: opts.Logger}, leaderInterceptor(n)),
+		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor{log: opts.Logger},
+			authInterceptor{auth: opts.Auth, limiter: limiter}, leaderInterceptor(n)),
 		connect.WithReadMaxBytes(RequestBytesMax),
 		// Replies are a few hundred bytes: gzip would cost more CPU than it
 		// saves (a fresh flate state per reply was 16 % of a busy leader's

@@ -160,7 +160,7 @@ func TestDevCluster(t *testing.T) {
 		t.Fatalf("create on the dev cluster: exit %d: %s", r.code, r.stderr)
 	}
 	for _, n := range nodes {
-		if _, err := os.Stat(filepath.Join(n.dataDir, "wal")); err != nil {
+		if _, err := os.Stat(filepath.Join(n.dataDir, "raft.db")); err != nil {
 			t.Errorf("%s has no data in %s: %v", n.id, n.dataDir, err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,8 @@ type clientFlags struct {
 	tenant  string
 	output  outputFormat
 	timeout time.Duration
+	// tokenFile holds the bearer token (else $TOLLGATE_TOKEN).
+	tokenFile string
 	// needTenant is set for commands that act within a tenant.
 	needTenant bool
 }
@@ -62,7 +65,36 @@ func addClientFlags(cmd *cobra.Command, withTenant bool) *clientFlags {
 	}
 	fl.Var(&cf.output, "output", "output format: table, json (the API's JSON of the response) or csv (cost report only)")
 	fl.DurationVar(&cf.timeout, "timeout", defaultTimeout, "bound on the whole command, retries included")
+	fl.StringVar(&cf.tokenFile, "token-file", "", "file holding the bearer token (JWT) for a cluster with authentication (default: $TOLLGATE_TOKEN)")
 	return cf
+}
+
+// tokenBytesMax bounds a token file.
+const tokenBytesMax = 16 << 10
+
+// clientOptions are the client.New options the flags ask for.
+func (cf *clientFlags) clientOptions(cmd *cobra.Command) ([]client.Option, error) {
+	opts := []client.Option{client.WithRequestTimeout(cf.timeout)}
+	token := strings.TrimSpace(os.Getenv("TOLLGATE_TOKEN"))
+	if cf.tokenFile != "" {
+		raw, err := os.ReadFile(cf.tokenFile)
+		if err != nil {
+			return nil, usageErrorf(cmd, "--token-file: %v", err)
+		}
+		if len(raw) > tokenBytesMax {
+			return nil, usageErrorf(cmd, "--token-file %s: larger than %d bytes", cf.tokenFile, tokenBytesMax)
+		}
+		if token = strings.TrimSpace(string(raw)); token == "" {
+			return nil, usageErrorf(cmd, "--token-file %s is empty", cf.tokenFile)
+		}
+	}
+	if strings.ContainsAny(token, " \t\r\n") {
+		return nil, usageErrorf(cmd, "the token holds white space: want one JWT")
+	}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	return opts, nil
 }
 
 // check validates the shared flags once the environment has been applied.
@@ -199,7 +231,11 @@ func call[T any](cmd *cobra.Command, cf *clientFlags, fn func(context.Context, *
 	if err := cf.check(cmd); err != nil {
 		return zero, err
 	}
-	c, err := client.New([]string{cf.addr}, client.WithRequestTimeout(cf.timeout))
+	opts, err := cf.clientOptions(cmd)
+	if err != nil {
+		return zero, err
+	}
+	c, err := client.New([]string{cf.addr}, opts...)
 	if err != nil {
 		return zero, usageErrorf(cmd, "--addr %q: want HOST:PORT", cf.addr)
 	}

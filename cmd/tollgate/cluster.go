@@ -482,7 +482,11 @@ func onLeader(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, 
 	if err := cf.check(cmd); err != nil {
 		return err
 	}
-	c, err := client.New([]string{cf.addr}, client.WithRequestTimeout(cf.timeout))
+	opts, err := cf.clientOptions(cmd)
+	if err != nil {
+		return err
+	}
+	c, err := client.New([]string{cf.addr}, opts...)
 	if err != nil {
 		return usageErrorf(cmd, "--addr %q: want HOST:PORT", cf.addr)
 	}
@@ -493,7 +497,7 @@ func onLeader(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, 
 	if err != nil {
 		return apiError(err)
 	}
-	leader, err := client.New([]string{addr}, client.WithRequestTimeout(cf.timeout))
+	leader, err := client.New([]string{addr}, opts...)
 	if err != nil {
 		return localError("the leader's API address %q: %v", addr, err)
 	}

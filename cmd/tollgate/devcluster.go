@@ -238,7 +238,7 @@ func startDevNode(self string, n *devNode, nodes []*devNode, f *devClusterFlags,
 	if err := os.MkdirAll(n.dataDir, 0o750); err != nil {
 		return err
 	}
-	args := []string{"serve", "--node-id", n.id, "--data-dir", n.dataDir,
+	args := []string{"serve", "--insecure", "--node-id", n.id, "--data-dir", n.dataDir,
 		"--api-addr", n.apiAddr, "--raft-addr", n.raftAddr, "--gossip-addr", n.gossipAddr,
 		"--bootstrap-expect", strconv.Itoa(len(nodes)), "--log-level", f.logLevel}
 	var others []string

@@ -68,7 +68,11 @@ Every flag of 'serve', and the client flags --addr, --tenant, --output and
 the flag name in upper case with '-' as '_' (e.g. TOLLGATE_DATA_DIR,
 TOLLGATE_ADDR, TOLLGATE_TENANT). A flag on the command line wins. Flags that
 name one request (--amount, --request-id, ...) never come from the
-environment.`,
+environment.
+
+A cluster with authentication on wants a bearer token (a JWT) with every
+call: put it in a file and pass --token-file, or set TOLLGATE_TOKEN to the
+token itself.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -90,7 +94,7 @@ var clientCommands []func() *cobra.Command
 
 // envClientFlags are the client flags the environment may set; the flags of
 // one request (amount, request id, key...) must never leak in from it.
-var envClientFlags = map[string]bool{"addr": true, "tenant": true, "output": true, "timeout": true}
+var envClientFlags = map[string]bool{"addr": true, "tenant": true, "output": true, "timeout": true, "token-file": true}
 
 // applyEnv sets flags not given on the command line from TOLLGATE_<NAME>: all
 // of serve's, and the client flags in envClientFlags.

@@ -68,7 +68,7 @@ type proc struct {
 // and its node is a ready leader.
 func startProc(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(tollgateBinary(t), append([]string{"serve", "--api-addr", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
+	cmd := exec.Command(tollgateBinary(t), append([]string{"serve", "--insecure", "--api-addr", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
 	cmd.Dir = dir
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -368,8 +368,8 @@ func TestServeDev(t *testing.T) {
 			t.Fatal("no API line")
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "data", "wal")); err != nil {
-		t.Errorf("dev mode did not create ./data/wal (the Raft log): %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "data", "raft.db")); err != nil {
+		t.Errorf("dev mode did not create ./data/raft.db (the Raft log): %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -387,7 +387,42 @@ func TestServeDev(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !strings.Contains(out.String(), "NO AUTHENTICATION") || !strings.Contains(out.String(), `"dev"`) {
+	if !strings.Contains(out.String(), "NO AUTHENTICATION") || !strings.Contains(out.String(), `"dev"`) ||
+		!strings.Contains(out.String(), "WARNING: AUTHENTICATION IS OFF (--dev): anyone who reaches") {
 		t.Errorf("dev banner does not say it is a dev node without auth:\n%s", out.String())
+	}
+}
+
+// TestServeRefusesWithoutAuth: outside --dev a node does not start without
+// authentication unless told --insecure, and half-configured auth is a
+// clear error, before anything listens.
+func TestServeRefusesWithoutAuth(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "cluster.token")
+	if r := runCLI(t, "keygen", "--cluster-token", "--out", token); r.code != 0 {
+		t.Fatalf("keygen --cluster-token: %d %s", r.code, r.stderr)
+	}
+	jwks := filepath.Join(dir, "jwks.json")
+	os.WriteFile(jwks, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`), 0o600)
+	base := []string{"serve", "--node-id", "n1", "--data-dir", filepath.Join(dir, "d"), "--api-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", ""}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "refusing to start without authentication"},
+		{[]string{"--insecure", "--auth-jwt-key-file", jwks}, "--insecure turns authentication off, but JWT keys are configured"},
+		{[]string{"--auth-jwt-issuer", "i"}, "need --auth-jwt-key-file or --auth-jwks-url"},
+		{[]string{"--auth-jwt-key-file", jwks, "--auth-jwt-issuer", "i", "--auth-jwt-audience", "a"}, "authentication needs --cluster-token-file"},
+		{[]string{"--auth-jwt-key-file", jwks, "--cluster-token-file", token}, "JWT needs an issuer and an audience"},
+		{[]string{"--auth-jwt-key-file", filepath.Join(dir, "missing.json"), "--auth-jwt-issuer", "i", "--auth-jwt-audience", "a", "--cluster-token-file", token}, "missing.json"},
+		{[]string{"--insecure", "--cluster-token-file", jwks}, "want the base64 of 32 bytes"},
+	} {
+		r := runCLI(t, append(append([]string{}, base...), tc.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("serve %v: exit %d, stderr %q; want it to say %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); err == nil {
+		t.Errorf("a refused start created its data dir")
 	}
 }

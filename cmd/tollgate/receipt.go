@@ -38,7 +38,7 @@ func receiptService(c *client.Client) tollgatev1connect.ReceiptServiceClient { r
 
 func newKeygenCommand() *cobra.Command {
 	var out string
-	var force, gossip bool
+	var force, gossip, clusterToken bool
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "Make an Ed25519 receipt signing key pair",
@@ -55,14 +55,21 @@ Prints the key id, the first 8 bytes of SHA-256 of the public key in hex,
 as checkpoints name it.`,
 		Example: `  tollgate keygen --out cluster.key
   tollgate serve --node-id n1 --data-dir d1 --signing-key cluster.key
-  tollgate keygen --gossip --out gossip.key     # for serve --gossip-key-file`,
+  tollgate keygen --gossip --out gossip.key     # for serve --gossip-key-file
+  tollgate keygen --cluster-token --out cluster.token   # for serve --cluster-token-file`,
 		Args: argsExactly(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return usageErrorf(cmd, "--out FILE is required")
 			}
+			if gossip && clusterToken {
+				return usageErrorf(cmd, "--gossip and --cluster-token make different files; pick one")
+			}
 			if gossip {
-				return gossipKeygen(cmd, out, force)
+				return secretKeygen(cmd, out, force, "gossip key")
+			}
+			if clusterToken {
+				return secretKeygen(cmd, out, force, "cluster token")
 			}
 			return keygen(cmd, out, force)
 		},
@@ -70,6 +77,7 @@ as checkpoints name it.`,
 	cmd.Flags().StringVar(&out, "out", "", "file for the private key; the public key goes to FILE.pub")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing files")
 	cmd.Flags().BoolVar(&gossip, "gossip", false, "instead: a random 32-byte gossip encryption key, base64, for 'serve --gossip-key-file' (mode 0600)")
+	cmd.Flags().BoolVar(&clusterToken, "cluster-token", false, "instead: a random 32-byte token servers show each other's APIs, base64, for 'serve --cluster-token-file' (mode 0600)")
 	return withUsageErrors(cmd)
 }
 
@@ -552,8 +560,8 @@ verify. Not idempotent: a retry after an unknown outcome may rotate twice.`,
 	return cmd
 }
 
-// gossipKeygen writes a random 32-byte key, base64, mode 0600.
-func gossipKeygen(cmd *cobra.Command, out string, force bool) error {
+// secretKeygen writes a random 32-byte secret, base64, mode 0600.
+func secretKeygen(cmd *cobra.Command, out string, force bool, what string) error {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return err
@@ -576,6 +584,6 @@ func gossipKeygen(cmd *cobra.Command, out string, force bool) error {
 	if err := commitFile(file, out); err != nil {
 		return localError("write %s: %v", out, err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "gossip key  %s (keep it secret; give every node the same file)\n", out)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s  %s (keep it secret; give every node the same file)\n", what, out)
 	return nil
 }

@@ -15,9 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate/tollgate/auth"
 	"github.com/tollgate/tollgate/embed"
 	"github.com/tollgate/tollgate/node"
 	"github.com/tollgate/tollgate/receipt"
+	"github.com/tollgate/tollgate/transport"
 )
 
 type serveFlags struct {
@@ -50,6 +52,16 @@ type serveFlags struct {
 	logLevel          string
 	logFormat         string
 	shutdownTimeout   time.Duration
+	insecure          bool
+	jwtKeyFiles       []string
+	jwksURL           string
+	jwtIssuer         string
+	jwtAudience       string
+	jwksRefresh       time.Duration
+	jwtSkew           time.Duration
+	clusterTokenFile  string
+	apiRateLimit      int64
+	apiRateBurst      int64
 }
 
 func newServeCommand() *cobra.Command {
@@ -64,6 +76,17 @@ Raft on --raft-addr.
 With --dev: a single node named "dev" with data in ./data, API on :7070 and
 Raft on 127.0.0.1:7071, no authentication. It prints where it listens.
 
+Authentication: outside --dev a node refuses to start unless it can verify
+callers or is told --insecure. Callers send 'Authorization: Bearer <JWT>';
+tokens are verified against public keys (--auth-jwt-key-file: JWKS, JWK or
+PEM; --auth-jwks-url), RS256, ES256 or EdDSA, with exp required and nbf, iss
+(--auth-jwt-issuer) and aud (--auth-jwt-audience) checked. The token's
+"role" claim is admin, tenant-admin, spender or reader, and its "tenant"
+claim the only tenant it may touch (admin: every tenant). Servers call each
+other's APIs with the cluster token (--cluster-token-file, the same on every
+node; 'tollgate keygen --cluster-token'). Each credential may make
+--api-rate-limit calls per second on each node. See docs/security.md.
+
 Clusters: nodes find each other through a gossip pool (--gossip-addr, --join).
 Start a fresh cluster with --bootstrap-expect N on each of its first N
 servers: they bootstrap together once all N see each other. A server started
@@ -77,20 +100,32 @@ A node whose data directory holds no Raft state, started without --join and
 --bootstrap=false). The API answers /healthz, /metrics (Prometheus), gRPC
 health and reflection.`,
 		Example: `  tollgate serve --dev
-  tollgate serve --node-id n1 --data-dir /var/lib/tollgate --api-addr :7070 --raft-addr 10.0.0.1:7071
+  tollgate serve --node-id n1 --data-dir /var/lib/tollgate --api-addr :7070 --raft-addr 10.0.0.1:7071 \
+    --auth-jwks-url https://idp.example/jwks.json --auth-jwt-issuer https://idp.example \
+    --auth-jwt-audience tollgate --cluster-token-file cluster.token
 
-  # three servers on one host
-  tollgate serve --node-id n1 --data-dir d1 --api-addr 127.0.0.1:7070 --raft-addr 127.0.0.1:7071 \
+  # three servers on one host, no authentication
+  tollgate serve --insecure --node-id n1 --data-dir d1 --api-addr 127.0.0.1:7070 --raft-addr 127.0.0.1:7071 \
     --gossip-addr 127.0.0.1:7072 --bootstrap-expect 3 --join 127.0.0.1:7172,127.0.0.1:7272
-  tollgate serve --node-id n2 --data-dir d2 --api-addr 127.0.0.1:7170 --raft-addr 127.0.0.1:7171 \
+  tollgate serve --insecure --node-id n2 --data-dir d2 --api-addr 127.0.0.1:7170 --raft-addr 127.0.0.1:7171 \
     --gossip-addr 127.0.0.1:7172 --bootstrap-expect 3 --join 127.0.0.1:7072
-  tollgate serve --node-id n3 --data-dir d3 --api-addr 127.0.0.1:7270 --raft-addr 127.0.0.1:7271 \
+  tollgate serve --insecure --node-id n3 --data-dir d3 --api-addr 127.0.0.1:7270 --raft-addr 127.0.0.1:7271 \
     --gossip-addr 127.0.0.1:7272 --bootstrap-expect 3 --join 127.0.0.1:7072`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.dev, "dev", false, "single node for development: data in ./data, API :7070, no auth")
+	fl.BoolVar(&f.insecure, "insecure", false, "run without authentication: anyone who reaches the API may do anything (tests, or behind a trusted proxy)")
+	fl.StringSliceVar(&f.jwtKeyFiles, "auth-jwt-key-file", nil, "file of public keys that sign bearer tokens: a JWKS, a JWK or PEM (repeatable); reloaded every --auth-jwks-refresh")
+	fl.StringVar(&f.jwksURL, "auth-jwks-url", "", "URL of a JWKS with the public keys that sign bearer tokens; fetched at start and every --auth-jwks-refresh")
+	fl.StringVar(&f.jwtIssuer, "auth-jwt-issuer", "", "the iss every token must carry (required with JWT keys)")
+	fl.StringVar(&f.jwtAudience, "auth-jwt-audience", "", "the aud every token must name (required with JWT keys)")
+	fl.DurationVar(&f.jwksRefresh, "auth-jwks-refresh", 5*time.Minute, "how often the JWT keys are reloaded (a token with an unknown key id also reloads them, at most every 10s)")
+	fl.DurationVar(&f.jwtSkew, "auth-jwt-skew", 30*time.Second, "clock skew allowed on exp, nbf and iat")
+	fl.StringVar(&f.clusterTokenFile, "cluster-token-file", "", "file holding the base64 of a 32-byte token servers show each other's APIs ('tollgate keygen --cluster-token'); required with authentication; the same on every node")
+	fl.Int64Var(&f.apiRateLimit, "api-rate-limit", 1000, "calls per second each authenticated credential may make to this node (0: no limit)")
+	fl.Int64Var(&f.apiRateBurst, "api-rate-burst", 2000, "burst of --api-rate-limit")
 	fl.StringVar(&f.nodeID, "node-id", "", "this node's stable Raft ID (required unless --dev)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots (required unless --dev)")
 	fl.StringVar(&f.apiAddr, "api-addr", ":7070", "HOST:PORT the API listens on")
@@ -178,6 +213,13 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 			return fmt.Errorf("--gossip-key-file %s: want the base64 of 32 bytes (tollgate keygen --gossip)", f.gossipKeyFile)
 		}
 	}
+	authn, clusterToken, err := serveAuth(f, logger)
+	if err != nil {
+		return err
+	}
+	if authn != nil && authn.JWT != nil {
+		defer authn.JWT.Close()
+	}
 	var signingKey ed25519.PrivateKey
 	if f.signingKey != "" {
 		pemBytes, err := os.ReadFile(f.signingKey)
@@ -192,7 +234,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	// a clean shutdown too.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	s, err := embed.Start(embed.Config{
+	cfg := embed.Config{
 		NodeID:            f.nodeID,
 		DataDir:           f.dataDir,
 		APIAddr:           f.apiAddr,
@@ -214,6 +256,8 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		ReceiptRetention:  f.receiptRetention,
 		NoReceipts:        f.noReceipts,
 		Pprof:             f.pprof,
+		ClusterToken:      clusterToken,
+		APIRateLimit:      transport.RateLimit{PerSecond: f.apiRateLimit, Burst: f.apiRateBurst},
 		ReconcileInterval: reconcileInterval(f.fastMembership),
 		SnapshotThreshold: f.snapshotThreshold,
 		SnapshotInterval:  f.snapshotInterval,
@@ -222,7 +266,11 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		RaftLogLevel:      raftLogLevel(f.logLevel),
 		Version:           version,
 		Logger:            logger,
-	})
+	}
+	if authn != nil {
+		cfg.Auth = authn // a nil *auth.Authenticator must not become a non-nil interface
+	}
+	s, err := embed.Start(cfg)
 	if err != nil {
 		return err
 	}
@@ -237,8 +285,15 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		fmt.Fprintln(out, "WARNING: receipts are off (--bench-no-receipts): decisions are not provable; for measuring their cost only")
 	}
 	mode := "node"
-	if f.dev {
+	switch {
+	case f.dev && authn == nil:
 		mode = "development node (single node, NO AUTHENTICATION)"
+	case f.dev:
+		mode = "development node (single node)"
+	}
+	if authn == nil {
+		fmt.Fprintf(out, "WARNING: AUTHENTICATION IS OFF (%s): anyone who reaches %s may read and change every tenant and the cluster\n",
+			map[bool]string{true: "--dev", false: "--insecure"}[f.dev], displayAddr(s.APIAddr()))
 	}
 	fmt.Fprintf(out, "tollgate (version %s): %s %q\n", version, mode, f.nodeID)
 	fmt.Fprintf(out, "  API   http://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", displayAddr(s.APIAddr()))
@@ -247,7 +302,11 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		fmt.Fprintf(out, "  Gossip %s\n", g)
 	}
 	fmt.Fprintf(out, "  data  %s\n", f.dataDir)
-	fmt.Fprintf(out, "try:  curl -s localhost%s/tollgate.v1.ClusterService/Status -H 'content-type: application/json' -d '{}'\n", portOf(s.APIAddr()))
+	authHint := ""
+	if authn != nil {
+		authHint = ` -H "authorization: Bearer $TOKEN"`
+	}
+	fmt.Fprintf(out, "try:  curl -s localhost%s/tollgate.v1.ClusterService/Status -H 'content-type: application/json'%s -d '{}'\n", portOf(s.APIAddr()), authHint)
 
 	go func() {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -322,4 +381,46 @@ func offsetClock(offset time.Duration) func() time.Time {
 		return nil
 	}
 	return func() time.Time { return time.Now().Add(offset) }
+}
+
+// serveAuth builds the authenticator the flags ask for: nil when
+// authentication is off (--dev without keys, or --insecure), and refuses a
+// production start with neither keys nor --insecure.
+func serveAuth(f *serveFlags, logger *slog.Logger) (*auth.Authenticator, []byte, error) {
+	jwtOn := len(f.jwtKeyFiles) > 0 || f.jwksURL != ""
+	var clusterToken []byte
+	if f.clusterTokenFile != "" {
+		raw, err := os.ReadFile(f.clusterTokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--cluster-token-file: %w", err)
+		}
+		if clusterToken, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err != nil || len(clusterToken) != 32 {
+			return nil, nil, fmt.Errorf("--cluster-token-file %s: want the base64 of 32 bytes (tollgate keygen --cluster-token)", f.clusterTokenFile)
+		}
+	}
+	switch {
+	case f.insecure && jwtOn:
+		return nil, nil, fmt.Errorf("--insecure turns authentication off, but JWT keys are configured: pick one")
+	case !jwtOn && (f.jwtIssuer != "" || f.jwtAudience != ""):
+		return nil, nil, fmt.Errorf("--auth-jwt-issuer and --auth-jwt-audience need --auth-jwt-key-file or --auth-jwks-url")
+	case !jwtOn && !f.dev && !f.insecure:
+		return nil, nil, fmt.Errorf("refusing to start without authentication: give JWT keys (--auth-jwt-key-file or --auth-jwks-url, with --auth-jwt-issuer, --auth-jwt-audience and --cluster-token-file; see docs/security.md), or pass --insecure to let anyone who reaches the API do anything")
+	case !jwtOn:
+		// Authentication off; a cluster token still goes to peers, which
+		// may have it on.
+		return nil, clusterToken, nil
+	case clusterToken == nil:
+		return nil, nil, fmt.Errorf("authentication needs --cluster-token-file: servers forward writes and reads to each other with it ('tollgate keygen --cluster-token', the same file on every node)")
+	}
+	if f.apiRateLimit < 0 || f.apiRateBurst < 1 && f.apiRateLimit > 0 {
+		return nil, nil, fmt.Errorf("--api-rate-limit must be 0 (off) or positive, with --api-rate-burst at least 1")
+	}
+	v, err := auth.NewJWTVerifier(auth.JWTConfig{KeyFiles: f.jwtKeyFiles, JWKSURL: f.jwksURL, Issuer: f.jwtIssuer,
+		Audience: f.jwtAudience, Refresh: f.jwksRefresh, Skew: f.jwtSkew, Logger: logger})
+	if err != nil {
+		return nil, nil, err
+	}
+	a := &auth.Authenticator{JWT: v}
+	a.SetClusterToken(clusterToken)
+	return a, clusterToken, nil
 }

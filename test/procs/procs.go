@@ -169,6 +169,11 @@ type Options struct {
 	Netns bool
 	// Extra flags for every node's serve command.
 	Extra []string
+	// Auth, when set, are the authentication flags of every node (JWT keys,
+	// cluster token); without it nodes run with --insecure. Token is then
+	// the bearer token the harness's own calls (Status, ...) carry.
+	Auth  []string
+	Token string
 	// ElectionTimeout for every node (default 500ms).
 	ElectionTimeout time.Duration
 	// Tags builds the binary with these build tags (e.g. "tollgate_planted");
@@ -237,9 +242,14 @@ func (c *Cluster) newNode(i int) *Node {
 		n.RaftAddr = net.JoinHostPort(n.Host, strconv.Itoa(FreePort(c.t)))
 		n.GossipAddr = net.JoinHostPort(n.Host, strconv.Itoa(FreePort(c.t)))
 	}
+	auth := c.opts.Auth
+	if auth == nil {
+		auth = []string{"--insecure"}
+	}
 	n.Args = append([]string{"serve", "--node-id", id, "--data-dir", n.DataDir, "--api-addr", n.APIAddr,
 		"--raft-addr", n.RaftAddr, "--gossip-addr", n.GossipAddr, "--fast-membership",
-		"--election-timeout", c.opts.ElectionTimeout.String(), "--log-level", "info"}, c.opts.Extra...)
+		"--election-timeout", c.opts.ElectionTimeout.String(), "--log-level", "info"}, auth...)
+	n.Args = append(n.Args, c.opts.Extra...)
 	return n
 }
 
@@ -355,7 +365,7 @@ func (c *Cluster) signal(n *Node, sig syscall.Signal, wait bool) {
 func (c *Cluster) Status(n *Node, progress, hash bool) (*tollgatev1.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	cl := tollgatev1connect.NewClusterServiceClient(http.DefaultClient, "http://"+n.APIAddr)
+	cl := tollgatev1connect.NewClusterServiceClient(http.DefaultClient, "http://"+n.APIAddr, c.clientOptions()...)
 	resp, err := cl.Status(ctx, connect.NewRequest(&tollgatev1.StatusRequest{IncludeProgress: progress, IncludeStateHash: hash}))
 	if err != nil {
 		return nil, err
@@ -407,7 +417,7 @@ func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
 func (c *Cluster) ready(n *Node) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	cl := tollgatev1connect.NewBudgetServiceClient(http.DefaultClient, "http://"+n.APIAddr)
+	cl := tollgatev1connect.NewBudgetServiceClient(http.DefaultClient, "http://"+n.APIAddr, c.clientOptions()...)
 	_, err := cl.ListBudgets(ctx, connect.NewRequest(&tollgatev1.ListBudgetsRequest{Tenant: "probe"}))
 	return err == nil
 }
@@ -514,3 +524,16 @@ func (r *ringLog) String() string {
 }
 
 var _ io.Writer = (*ringLog)(nil)
+
+// clientOptions make the harness's calls carry Options.Token.
+func (c *Cluster) clientOptions() []connect.ClientOption {
+	if c.opts.Token == "" {
+		return nil
+	}
+	return []connect.ClientOption{connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+c.opts.Token)
+			return next(ctx, req)
+		}
+	}))}
+}

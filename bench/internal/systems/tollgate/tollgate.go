@@ -61,7 +61,7 @@ func Start(ctx context.Context, o proc.Options) (load.System, error) {
 	s := &system{}
 	for i, p := range ps {
 		id := "n" + strconv.Itoa(i+1)
-		args := []string{"serve", "--node-id", id, "--data-dir", filepath.Join(o.Dir, id),
+		args := []string{"serve", "--insecure", "--node-id", id, "--data-dir", filepath.Join(o.Dir, id),
 			"--api-addr", p.api, "--raft-addr", p.raft, "--gossip-addr", p.gossip,
 			"--bootstrap-expect", strconv.Itoa(nodes), "--join", strings.Join(gossip, ","), "--log-level", "warn"}
 		// Experiments: extra serve flags, e.g. TGBENCH_TOLLGATE_FLAGS="--snapshot-threshold 100000".
