@@ -213,7 +213,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport raft.Transport
 	logStore  io.Closer
-	logKind   string // the Raft log store in use: bolt or wal
+	logKind   string        // the Raft log store in use: bolt or wal
 	logs      raft.LogStore // behind Raft's cache; tests look at its range
 	receipts  *receiptStore // nil: this node keeps no receipts
 	applied   *appliedIndex
