@@ -89,6 +89,10 @@ const ClusterTokenPrefix = "tgc_"
 
 // SetClusterToken sets the secret servers present to each other.
 func (a *Authenticator) SetClusterToken(token []byte) {
+	if len(token) == 0 {
+		a.clusterToken = nil // an empty token is no token
+		return
+	}
 	sum := sha256.Sum256(token)
 	a.clusterToken = sum[:]
 }

@@ -9,6 +9,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -57,6 +58,7 @@ type options struct {
 	timeout  time.Duration
 	newReqID func() string
 	token    string
+	tls      *tls.Config
 }
 
 // Option configures a Client.
@@ -82,6 +84,10 @@ func WithRequestIDs(next func() string) Option { return func(o *options) { o.new
 // cluster accepts; see docs/security.md).
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
+// WithTLS speaks HTTPS (HTTP/2 by ALPN) to nodes serving TLS; cfg holds
+// the cluster CA (RootCAs) and optionally a client certificate.
+func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
+
 // New returns a client for a cluster reachable at any of addrs (host:port).
 func New(addrs []string, opts ...Option) (*Client, error) {
 	if len(addrs) == 0 {
@@ -105,13 +111,22 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	protocols := new(http.Protocols)
-	if o.http1 {
+	scheme := "http"
+	switch {
+	case o.tls != nil:
+		transport.TLSClientConfig = o.tls
 		protocols.SetHTTP1(true)
-	} else {
+		if !o.http1 {
+			protocols.SetHTTP2(true)
+		}
+		scheme = "https"
+	case o.http1:
+		protocols.SetHTTP1(true)
+	default:
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	}
 	transport.Protocols = protocols
-	hc := &http.Client{Transport: &nodeRoundTripper{nodes: nodes, next: transport, token: o.token}}
+	hc := &http.Client{Transport: &nodeRoundTripper{nodes: nodes, next: transport, token: o.token, scheme: scheme}}
 
 	clientOpts := []connect.ClientOption{connect.WithInterceptors(&interceptor{opts: o, nodes: nodes})}
 	if o.grpc {
@@ -179,9 +194,10 @@ func (s *nodeSet) next(failed string) {
 }
 
 type nodeRoundTripper struct {
-	nodes *nodeSet
-	next  http.RoundTripper
-	token string
+	nodes  *nodeSet
+	next   http.RoundTripper
+	token  string
+	scheme string
 }
 
 func (rt *nodeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -191,6 +207,7 @@ func (rt *nodeRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	req = req.Clone(req.Context())
 	req.URL.Host = addr
+	req.URL.Scheme = rt.scheme
 	req.Host = addr
 	if rt.token != "" {
 		req.Header.Set("Authorization", "Bearer "+rt.token)

@@ -6,6 +6,7 @@ package embed
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,10 @@ type Config struct {
 	ClusterToken []byte
 	// APIRateLimit is the API's own limit per credential.
 	APIRateLimit transport.RateLimit
+	// TLS, when set, serves the API over HTTPS (auth.TLSFiles.APIServerConfig),
+	// runs Raft over mutual TLS and makes calls to other nodes over HTTPS
+	// with this node's certificate (see node.RaftTLS).
+	TLS *TLS
 }
 
 // Server is a running node with its API.
@@ -116,6 +121,11 @@ func Start(cfg Config) (*Server, error) {
 	if apiAddr == "" {
 		apiAddr = advertisedAPIAddr(ln.Addr().String(), cfg.RaftAdvertise, cfg.RaftAddr)
 	}
+	var apiTLS, peerTLS *tls.Config
+	var raftTLS *node.RaftTLS
+	if cfg.TLS != nil {
+		apiTLS, peerTLS, raftTLS = cfg.TLS.API, cfg.TLS.Peer, cfg.TLS.Raft
+	}
 	n, err := node.New(node.Config{
 		NodeID:            cfg.NodeID,
 		DataDir:           cfg.DataDir,
@@ -132,7 +142,8 @@ func Start(cfg Config) (*Server, error) {
 		DeadServerGrace:   cfg.DeadServerGrace,
 		ReconcileInterval: cfg.ReconcileInterval,
 		FastGossip:        cfg.FastGossip,
-		Peers:             transport.NewPeerClient(cfg.ClusterToken),
+		Peers:             transport.NewPeerClient(cfg.ClusterToken, peerTLS),
+		RaftTLS:           raftTLS,
 		Version:           cfg.Version,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
@@ -151,10 +162,17 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	api := transport.NewServer(ln, transport.NewHandler(n, apiOpts))
+	api := transport.NewServer(ln, transport.NewHandler(n, apiOpts), apiTLS)
 	s := &Server{Node: n, api: api, apiAddr: ln.Addr().String(), served: make(chan error, 1)}
 	go func() { s.served <- api.Serve() }()
 	return s, nil
+}
+
+// TLS are the TLS configurations of a node (see auth.TLSFiles).
+type TLS struct {
+	API  *tls.Config
+	Raft *node.RaftTLS
+	Peer *tls.Config
 }
 
 // APIAddr is the address the API listens on.

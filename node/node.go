@@ -51,6 +51,9 @@ type Config struct {
 	// a port). RaftAdvertise is what peers dial; default the bound address.
 	RaftAddr      string
 	RaftAdvertise string
+	// RaftTLS, when set, runs Raft over mutual TLS (see RaftTLS); nil is
+	// plain TCP.
+	RaftTLS *RaftTLS
 	// APIAddr is this node's API address, handed out as a leader hint.
 	APIAddr string
 	// Bootstrap makes a fresh node (no Raft state on disk) bootstrap a
@@ -533,7 +536,7 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 			return nil, nil, nil, fmt.Errorf("node: raft advertise address: %w", err)
 		}
 	}
-	n.transport, err = raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
+	tcfg := &raft.NetworkTransportConfig{
 		ServerAddressProvider: raftAddresses{n},
 		Logger:                hlog,
 		MaxPool:               3,
@@ -542,7 +545,16 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 		// that a shutdown waiting on a vanished peer ends promptly; snapshot
 		// installs scale it with their size.
 		Timeout: 3 * time.Second,
-	})
+	}
+	if n.cfg.RaftTLS != nil {
+		var stream *tlsStreamLayer
+		if stream, err = newTLSStreamLayer(n.cfg.RaftAddr, advertise, n.cfg.RaftTLS); err == nil {
+			tcfg.Stream = stream
+			n.transport = raft.NewNetworkTransportWithConfig(tcfg)
+		}
+	} else {
+		n.transport, err = raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, advertise, tcfg)
+	}
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}

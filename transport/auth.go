@@ -133,6 +133,22 @@ var minRole = map[access]auth.Role{accessRead: auth.RoleReader, accessSpend: aut
 
 type principalKey struct{}
 
+type peerRoleKey struct{}
+
+// withPeerCertificate records the role of a verified client certificate
+// (HTTPS only) for the authorization interceptor.
+func withPeerCertificate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
+			leaf := r.TLS.PeerCertificates[0]
+			r = r.WithContext(context.WithValue(r.Context(), peerRoleKey{}, peerCert{role: auth.CertRole(leaf), name: leaf.Subject.CommonName}))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type peerCert struct{ role, name string }
+
 // PrincipalFrom returns the caller a handler serves (auth.Anonymous when
 // authentication is off).
 func PrincipalFrom(ctx context.Context) (auth.Principal, bool) {
@@ -155,9 +171,15 @@ func (a authInterceptor) principal(ctx context.Context, procedure string, h http
 	}
 	p := auth.Anonymous
 	if a.auth != nil {
-		var err error
-		if p, err = a.auth.Authenticate(ctx, h); err != nil {
-			return auth.Principal{}, 0, connect.NewError(connect.CodeUnauthenticated, err)
+		// A verified server certificate (mutual TLS) is a server; a client
+		// certificate identifies but does not authorize: a token must.
+		if pc, ok := ctx.Value(peerRoleKey{}).(peerCert); ok && pc.role == auth.CertRoleServer && h.Get("Authorization") == "" {
+			p = auth.Principal{Subject: "server " + pc.name, Role: auth.RoleServer, Method: "mtls"}
+		} else {
+			var err error
+			if p, err = a.auth.Authenticate(ctx, h); err != nil {
+				return auth.Principal{}, 0, connect.NewError(connect.CodeUnauthenticated, err)
+			}
 		}
 	}
 	if err := a.limiter.allow(p); err != nil {

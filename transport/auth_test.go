@@ -25,11 +25,10 @@ import (
 // rpc is one method of one service, from the compiled descriptors: the
 // list a test cannot forget to extend.
 type rpc struct {
-	procedure        string
-	clientStream     bool
-	serverStream     bool
-	hasTenant        bool
-	noSideEffectsRPC bool
+	procedure    string
+	clientStream bool
+	serverStream bool
+	hasTenant    bool
 }
 
 func allRPCs(t *testing.T) []rpc {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -75,22 +76,33 @@ func (h *internalHandler) FetchReceipts(ctx context.Context, req *connect.Reques
 
 // PeerClient implements node.Peers over other nodes' internal API.
 type PeerClient struct {
-	http *http.Client
-	opts []connect.ClientOption
+	http   *http.Client
+	opts   []connect.ClientOption
+	scheme string // http or https
 }
 
 var _ node.Peers = (*PeerClient)(nil)
 
 // NewPeerClient returns a client for node-to-node calls (h2c, pooled); a
 // non-empty clusterToken goes with every call (auth.ClusterTokenHeader).
-func NewPeerClient(clusterToken []byte) *PeerClient {
+// With tlsConfig the calls are HTTPS (HTTP/2) and the config's client
+// certificate authenticates this server.
+func NewPeerClient(clusterToken []byte, tlsConfig ...*tls.Config) *PeerClient {
 	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
+	scheme := "http"
+	var tcfg *tls.Config
+	if len(tlsConfig) > 0 && tlsConfig[0] != nil {
+		tcfg, scheme = tlsConfig[0], "https"
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	var opts []connect.ClientOption
 	if len(clusterToken) > 0 {
 		opts = append(opts, connect.WithInterceptors(authHeader(auth.ClusterTokenHeader(clusterToken))))
 	}
-	return &PeerClient{opts: opts, http: &http.Client{Transport: &http.Transport{
+	return &PeerClient{opts: opts, scheme: scheme, http: &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     tcfg,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		Protocols:           protocols,
 		MaxIdleConnsPerHost: 16,
@@ -99,7 +111,7 @@ func NewPeerClient(clusterToken []byte) *PeerClient {
 }
 
 func (p *PeerClient) internal(apiAddr string) tollgatev1connect.InternalServiceClient {
-	return tollgatev1connect.NewInternalServiceClient(p.http, "http://"+apiAddr, p.opts...)
+	return tollgatev1connect.NewInternalServiceClient(p.http, p.scheme+"://"+apiAddr, p.opts...)
 }
 
 // Forward proposes encoded commands on the leader. Errors come back with the
@@ -131,7 +143,7 @@ func (p *PeerClient) ReadIndex(ctx context.Context, apiAddr string, verify bool)
 
 // Progress asks a node for its indexes (ClusterService/Status).
 func (p *PeerClient) Progress(ctx context.Context, apiAddr string) (node.Progress, error) {
-	c := tollgatev1connect.NewClusterServiceClient(p.http, "http://"+apiAddr, p.opts...)
+	c := tollgatev1connect.NewClusterServiceClient(p.http, p.scheme+"://"+apiAddr, p.opts...)
 	resp, err := c.Status(ctx, connect.NewRequest(&tollgatev1.StatusRequest{}))
 	if err != nil {
 		return node.Progress{}, err

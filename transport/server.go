@@ -5,6 +5,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -160,14 +161,25 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 	return NewServer(ln, h), nil
 }
 
-// NewServer serves h on a listener the caller bound.
-func NewServer(ln net.Listener, h http.Handler) *Server {
+// NewServer serves h on a listener the caller bound: plain HTTP/1.1 and
+// h2c, or with tlsConfig HTTPS (HTTP/1.1 and HTTP/2 by ALPN), where a
+// verified client certificate's role reaches the authorization interceptor.
+func NewServer(ln net.Listener, h http.Handler, tlsConfig ...*tls.Config) *Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
+	var cfg *tls.Config
+	if len(tlsConfig) > 0 && tlsConfig[0] != nil {
+		cfg = tlsConfig[0]
+		protocols.SetHTTP2(true)
+		ln = tls.NewListener(ln, cfg)
+		h = withPeerCertificate(h)
+	} else {
+		protocols.SetUnencryptedHTTP2(true) // h2c: gRPC without TLS
+	}
 	return &Server{
 		ln: ln,
 		http: &http.Server{
+			TLSConfig:         cfg,
 			Handler:           h,
 			Protocols:         &protocols,
 			ReadHeaderTimeout: readHeaderTimeout,

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -50,6 +52,8 @@ type clientFlags struct {
 	timeout time.Duration
 	// tokenFile holds the bearer token (else $TOLLGATE_TOKEN).
 	tokenFile string
+	// tlsCA (HTTPS, trusting this CA) and an optional client certificate.
+	tlsCA, tlsCert, tlsKey string
 	// needTenant is set for commands that act within a tenant.
 	needTenant bool
 }
@@ -66,6 +70,9 @@ func addClientFlags(cmd *cobra.Command, withTenant bool) *clientFlags {
 	fl.Var(&cf.output, "output", "output format: table, json (the API's JSON of the response) or csv (cost report only)")
 	fl.DurationVar(&cf.timeout, "timeout", defaultTimeout, "bound on the whole command, retries included")
 	fl.StringVar(&cf.tokenFile, "token-file", "", "file holding the bearer token (JWT) for a cluster with authentication (default: $TOLLGATE_TOKEN)")
+	fl.StringVar(&cf.tlsCA, "tls-ca", "", "speak HTTPS to a cluster serving TLS, trusting this CA certificate (PEM)")
+	fl.StringVar(&cf.tlsCert, "tls-cert", "", "client certificate (PEM) to present over HTTPS (with --tls-key)")
+	fl.StringVar(&cf.tlsKey, "tls-key", "", "key of --tls-cert (PEM)")
 	return cf
 }
 
@@ -93,6 +100,31 @@ func (cf *clientFlags) clientOptions(cmd *cobra.Command) ([]client.Option, error
 	}
 	if token != "" {
 		opts = append(opts, client.WithToken(token))
+	}
+	if (cf.tlsCert == "") != (cf.tlsKey == "") {
+		return nil, usageErrorf(cmd, "--tls-cert and --tls-key go together")
+	}
+	if cf.tlsCert != "" && cf.tlsCA == "" {
+		return nil, usageErrorf(cmd, "--tls-cert needs --tls-ca (the cluster's CA)")
+	}
+	if cf.tlsCA != "" {
+		pemBytes, err := os.ReadFile(cf.tlsCA)
+		if err != nil {
+			return nil, usageErrorf(cmd, "--tls-ca: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, usageErrorf(cmd, "--tls-ca %s holds no PEM certificate", cf.tlsCA)
+		}
+		cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if cf.tlsCert != "" {
+			cert, err := tls.LoadX509KeyPair(cf.tlsCert, cf.tlsKey)
+			if err != nil {
+				return nil, usageErrorf(cmd, "--tls-cert/--tls-key: %v", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, client.WithTLS(cfg))
 	}
 	return opts, nil
 }

@@ -94,7 +94,7 @@ var clientCommands []func() *cobra.Command
 
 // envClientFlags are the client flags the environment may set; the flags of
 // one request (amount, request id, key...) must never leak in from it.
-var envClientFlags = map[string]bool{"addr": true, "tenant": true, "output": true, "timeout": true, "token-file": true}
+var envClientFlags = map[string]bool{"addr": true, "tenant": true, "output": true, "timeout": true, "token-file": true, "tls-ca": true, "tls-cert": true, "tls-key": true}
 
 // applyEnv sets flags not given on the command line from TOLLGATE_<NAME>: all
 // of serve's, and the client flags in envClientFlags.

@@ -62,6 +62,9 @@ type serveFlags struct {
 	clusterTokenFile  string
 	apiRateLimit      int64
 	apiRateBurst      int64
+	tlsCert           string
+	tlsKey            string
+	tlsCA             string
 }
 
 func newServeCommand() *cobra.Command {
@@ -124,6 +127,9 @@ health and reflection.`,
 	fl.DurationVar(&f.jwksRefresh, "auth-jwks-refresh", 5*time.Minute, "how often the JWT keys are reloaded (a token with an unknown key id also reloads them, at most every 10s)")
 	fl.DurationVar(&f.jwtSkew, "auth-jwt-skew", 30*time.Second, "clock skew allowed on exp, nbf and iat")
 	fl.StringVar(&f.clusterTokenFile, "cluster-token-file", "", "file holding the base64 of a 32-byte token servers show each other's APIs ('tollgate keygen --cluster-token'); required with authentication; the same on every node")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "this server's certificate (PEM, role server, naming the hosts peers and clients dial; 'tollgate tls cert'): turns on HTTPS for the API and mutual TLS for Raft and calls between servers")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "key of --tls-cert (PEM)")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "the cluster CA (PEM): Raft peers must present a server certificate it signed; API client certificates are checked against it")
 	fl.Int64Var(&f.apiRateLimit, "api-rate-limit", 1000, "calls per second each authenticated credential may make to this node (0: no limit)")
 	fl.Int64Var(&f.apiRateBurst, "api-rate-burst", 2000, "burst of --api-rate-limit")
 	fl.StringVar(&f.nodeID, "node-id", "", "this node's stable Raft ID (required unless --dev)")
@@ -213,7 +219,16 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 			return fmt.Errorf("--gossip-key-file %s: want the base64 of 32 bytes (tollgate keygen --gossip)", f.gossipKeyFile)
 		}
 	}
-	authn, clusterToken, err := serveAuth(f, logger)
+	var tlsFiles *auth.TLSFiles
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "" {
+		if f.tlsCert == "" || f.tlsKey == "" || f.tlsCA == "" {
+			return fmt.Errorf("--tls-cert, --tls-key and --tls-ca go together")
+		}
+		if tlsFiles, err = auth.LoadTLS(f.tlsCert, f.tlsKey, f.tlsCA); err != nil {
+			return err
+		}
+	}
+	authn, clusterToken, err := serveAuth(f, logger, tlsFiles != nil)
 	if err != nil {
 		return err
 	}
@@ -270,6 +285,10 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if authn != nil {
 		cfg.Auth = authn // a nil *auth.Authenticator must not become a non-nil interface
 	}
+	if tlsFiles != nil {
+		cfg.TLS = &embed.TLS{API: tlsFiles.APIServerConfig(), Peer: tlsFiles.PeerClientConfig(),
+			Raft: &node.RaftTLS{Server: tlsFiles.RaftServerConfig(), Client: tlsFiles.PeerClientConfig()}}
+	}
 	s, err := embed.Start(cfg)
 	if err != nil {
 		return err
@@ -296,7 +315,14 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 			map[bool]string{true: "--dev", false: "--insecure"}[f.dev], displayAddr(s.APIAddr()))
 	}
 	fmt.Fprintf(out, "tollgate (version %s): %s %q\n", version, mode, f.nodeID)
-	fmt.Fprintf(out, "  API   http://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", displayAddr(s.APIAddr()))
+	scheme := "http"
+	if tlsFiles != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(out, "  API   %s://%s  (Connect, gRPC, gRPC-Web, JSON; /healthz, /metrics)\n", scheme, displayAddr(s.APIAddr()))
+	if tlsFiles != nil {
+		fmt.Fprintf(out, "  TLS   certificate %q (role server), Raft over mutual TLS\n", tlsFiles.Leaf.Subject.CommonName)
+	}
 	fmt.Fprintf(out, "  Raft  %s\n", s.Node.RaftAddr())
 	if g := s.Node.GossipAddr(); g != "" {
 		fmt.Fprintf(out, "  Gossip %s\n", g)
@@ -306,7 +332,11 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	if authn != nil {
 		authHint = ` -H "authorization: Bearer $TOKEN"`
 	}
-	fmt.Fprintf(out, "try:  curl -s localhost%s/tollgate.v1.ClusterService/Status -H 'content-type: application/json'%s -d '{}'\n", portOf(s.APIAddr()), authHint)
+	curlTarget := "localhost" + portOf(s.APIAddr())
+	if tlsFiles != nil {
+		curlTarget = "--cacert " + f.tlsCA + " https://" + displayAddr(s.APIAddr())
+	}
+	fmt.Fprintf(out, "try:  curl -s %s/tollgate.v1.ClusterService/Status -H 'content-type: application/json'%s -d '{}'\n", curlTarget, authHint)
 
 	go func() {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -386,7 +416,7 @@ func offsetClock(offset time.Duration) func() time.Time {
 // serveAuth builds the authenticator the flags ask for: nil when
 // authentication is off (--dev without keys, or --insecure), and refuses a
 // production start with neither keys nor --insecure.
-func serveAuth(f *serveFlags, logger *slog.Logger) (*auth.Authenticator, []byte, error) {
+func serveAuth(f *serveFlags, logger *slog.Logger, mtls bool) (*auth.Authenticator, []byte, error) {
 	jwtOn := len(f.jwtKeyFiles) > 0 || f.jwksURL != ""
 	var clusterToken []byte
 	if f.clusterTokenFile != "" {
@@ -409,8 +439,8 @@ func serveAuth(f *serveFlags, logger *slog.Logger) (*auth.Authenticator, []byte,
 		// Authentication off; a cluster token still goes to peers, which
 		// may have it on.
 		return nil, clusterToken, nil
-	case clusterToken == nil:
-		return nil, nil, fmt.Errorf("authentication needs --cluster-token-file: servers forward writes and reads to each other with it ('tollgate keygen --cluster-token', the same file on every node)")
+	case clusterToken == nil && !mtls:
+		return nil, nil, fmt.Errorf("authentication needs --cluster-token-file or TLS (--tls-cert, --tls-key, --tls-ca): servers forward writes and reads to each other with one of them ('tollgate keygen --cluster-token', the same file on every node)")
 	}
 	if f.apiRateLimit < 0 || f.apiRateBurst < 1 && f.apiRateLimit > 0 {
 		return nil, nil, fmt.Errorf("--api-rate-limit must be 0 (off) or positive, with --api-rate-burst at least 1")
@@ -421,6 +451,8 @@ func serveAuth(f *serveFlags, logger *slog.Logger) (*auth.Authenticator, []byte,
 		return nil, nil, err
 	}
 	a := &auth.Authenticator{JWT: v}
-	a.SetClusterToken(clusterToken)
+	if clusterToken != nil {
+		a.SetClusterToken(clusterToken)
+	}
 	return a, clusterToken, nil
 }

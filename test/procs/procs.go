@@ -7,6 +7,7 @@ package procs
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -174,6 +175,9 @@ type Options struct {
 	// the bearer token the harness's own calls (Status, ...) carry.
 	Auth  []string
 	Token string
+	// TLS, when the nodes serve HTTPS, is the harness's client
+	// configuration (the cluster CA).
+	TLS *tls.Config
 	// ElectionTimeout for every node (default 500ms).
 	ElectionTimeout time.Duration
 	// Tags builds the binary with these build tags (e.g. "tollgate_planted");
@@ -186,13 +190,15 @@ type Options struct {
 
 // Cluster is a set of nodes started with --bootstrap-expect len(nodes).
 type Cluster struct {
-	mu    sync.Mutex // guards Nodes against AddNode while NodeList runs elsewhere
-	t     testing.TB
-	bin   string
-	dir   string
-	opts  Options
-	net   *bridge
-	Nodes []*Node
+	mu        sync.Mutex // guards Nodes against AddNode while NodeList runs elsewhere
+	t         testing.TB
+	bin       string
+	dir       string
+	opts      Options
+	net       *bridge
+	Nodes     []*Node
+	httpsOnce sync.Once
+	https     *http.Client
 }
 
 // NewCluster prepares n nodes (not started) that bootstrap together.
@@ -365,7 +371,8 @@ func (c *Cluster) signal(n *Node, sig syscall.Signal, wait bool) {
 func (c *Cluster) Status(n *Node, progress, hash bool) (*tollgatev1.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	cl := tollgatev1connect.NewClusterServiceClient(http.DefaultClient, "http://"+n.APIAddr, c.clientOptions()...)
+	hc, base := c.httpClient(n)
+	cl := tollgatev1connect.NewClusterServiceClient(hc, base, c.clientOptions()...)
 	resp, err := cl.Status(ctx, connect.NewRequest(&tollgatev1.StatusRequest{IncludeProgress: progress, IncludeStateHash: hash}))
 	if err != nil {
 		return nil, err
@@ -417,7 +424,8 @@ func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
 func (c *Cluster) ready(n *Node) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	cl := tollgatev1connect.NewBudgetServiceClient(http.DefaultClient, "http://"+n.APIAddr, c.clientOptions()...)
+	hc, base := c.httpClient(n)
+	cl := tollgatev1connect.NewBudgetServiceClient(hc, base, c.clientOptions()...)
 	_, err := cl.ListBudgets(ctx, connect.NewRequest(&tollgatev1.ListBudgetsRequest{Tenant: "probe"}))
 	return err == nil
 }
@@ -536,4 +544,15 @@ func (c *Cluster) clientOptions() []connect.ClientOption {
 			return next(ctx, req)
 		}
 	}))}
+}
+
+// httpClient is the client and base URL of the harness's calls to n.
+func (c *Cluster) httpClient(n *Node) (*http.Client, string) {
+	if c.opts.TLS == nil {
+		return http.DefaultClient, "http://" + n.APIAddr
+	}
+	c.httpsOnce.Do(func() {
+		c.https = &http.Client{Transport: &http.Transport{TLSClientConfig: c.opts.TLS, ForceAttemptHTTP2: true}}
+	})
+	return c.https, "https://" + n.APIAddr
 }
