@@ -76,10 +76,24 @@ var Anonymous = Principal{Subject: "anonymous", Role: RoleAdmin, Method: "none"}
 // ErrNoCredentials: the request carries no Authorization header.
 var ErrNoCredentials = errors.New("no credentials: send 'Authorization: Bearer <token>'")
 
+// StoredAPIKey is what the cluster keeps of an API key.
+type StoredAPIKey struct {
+	ID, Tenant, Role, Name string
+	// Hash is the SHA-256 of the secret part.
+	Hash []byte
+	// Active: neither revoked nor expired.
+	Active bool
+}
+
+// APIKeyPrefix starts an API key credential: tgk_<id>_<secret>.
+const APIKeyPrefix = "tgk_"
+
 // Authenticator turns a request's headers into a Principal.
 type Authenticator struct {
 	// JWT verifies bearer tokens (nil: none are accepted).
 	JWT *JWTVerifier
+	// APIKeys looks up a stored key by id (nil: API keys are not accepted).
+	APIKeys func(ctx context.Context, id string) (StoredAPIKey, bool)
 	// clusterToken is the SHA-256 of the cluster token (nil: none).
 	clusterToken []byte
 }
@@ -127,8 +141,43 @@ func (a *Authenticator) Authenticate(ctx context.Context, h http.Header) (Princi
 		}
 		return Principal{Subject: "server", Role: RoleServer, Method: "cluster-token"}, nil
 	}
+	if strings.HasPrefix(cred, APIKeyPrefix) {
+		return a.apiKey(ctx, cred)
+	}
 	if a.JWT == nil {
 		return Principal{}, errors.New("bearer tokens (JWT) are not accepted: this server has no JWT keys configured")
 	}
 	return a.JWT.Verify(ctx, cred)
+}
+
+// apiKey verifies tgk_<id>_<secret> against the stored hash.
+func (a *Authenticator) apiKey(ctx context.Context, cred string) (Principal, error) {
+	if a.APIKeys == nil {
+		return Principal{}, errors.New("API keys are not accepted by this server")
+	}
+	id, secret, ok := strings.Cut(strings.TrimPrefix(cred, APIKeyPrefix), "_")
+	if !ok || id == "" || secret == "" {
+		return Principal{}, errors.New("malformed API key: want tgk_<id>_<secret>")
+	}
+	k, found := a.APIKeys(ctx, id)
+	sum := sha256.Sum256([]byte(secret))
+	if !found || len(k.Hash) != len(sum) || subtle.ConstantTimeCompare(sum[:], k.Hash) != 1 {
+		return Principal{}, errors.New("unknown API key or wrong secret")
+	}
+	if !k.Active {
+		return Principal{}, fmt.Errorf("API key %s is revoked or expired", id)
+	}
+	role, err := ParseRole(k.Role)
+	if err != nil {
+		return Principal{}, err
+	}
+	tenant := k.Tenant
+	if role == RoleAdmin {
+		tenant = ""
+	}
+	subject := "key " + k.ID
+	if k.Name != "" {
+		subject += " " + k.Name
+	}
+	return Principal{Subject: subject, Tenant: tenant, Role: role, Method: "api-key"}, nil
 }

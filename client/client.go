@@ -46,6 +46,7 @@ type Client struct {
 	Costs      tollgatev1connect.CostServiceClient
 	Alerts     tollgatev1connect.AlertServiceClient
 	Quotas     tollgatev1connect.QuotaServiceClient
+	APIKeys    tollgatev1connect.ApiKeyServiceClient
 
 	nodes *nodeSet
 	http  *http.Client
@@ -143,6 +144,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		Costs:      tollgatev1connect.NewCostServiceClient(hc, base, clientOpts...),
 		Alerts:     tollgatev1connect.NewAlertServiceClient(hc, base, clientOpts...),
 		Quotas:     tollgatev1connect.NewQuotaServiceClient(hc, base, clientOpts...),
+		APIKeys:    tollgatev1connect.NewApiKeyServiceClient(hc, base, clientOpts...),
 		nodes:      nodes,
 		http:       hc,
 	}, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tollgate/tollgate/auth"
 	"github.com/tollgate/tollgate/node"
 	"github.com/tollgate/tollgate/transport"
 )
@@ -161,6 +162,10 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		ln.Close()
 		return nil, err
+	}
+	if a, ok := cfg.Auth.(*auth.Authenticator); ok && a.APIKeys == nil {
+		// API keys live in this node's state machine: set before serving.
+		a.APIKeys = transport.APIKeyLookup(n)
 	}
 	api := transport.NewServer(ln, transport.NewHandler(n, apiOpts), apiTLS)
 	s := &Server{Node: n, api: api, apiAddr: ln.Addr().String(), served: make(chan error, 1)}

@@ -63,6 +63,8 @@ func init() {
 	registerCommand(TypeUpdateQuotaPool, func() Command { return &UpdateQuotaPool{} })
 	registerCommand(TypeDeleteQuotaPool, func() Command { return &DeleteQuotaPool{} })
 	registerCommand(TypeSetQuotaConsumers, func() Command { return &SetQuotaConsumers{} })
+	registerCommand(TypeCreateAPIKey, func() Command { return &CreateAPIKey{} })
+	registerCommand(TypeRevokeAPIKey, func() Command { return &RevokeAPIKey{} })
 }
 
 // EncodeCommand returns the type byte followed by the msgpack body.

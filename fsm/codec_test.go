@@ -112,7 +112,7 @@ func TestDecodeCommandRejects(t *testing.T) {
 	}{
 		{"empty", nil, "empty command"},
 		{"type 0", []byte{0, 0x80}, "unknown command type 0"},
-		{"type 28", []byte{28, 0x80}, "unknown command type 28"},
+		{"type 30", []byte{30, 0x80}, "unknown command type 30"},
 		{"type 255", []byte{255, 0x80}, "unknown command type 255"},
 		{"no body", []byte{byte(fsm.TypeConsume)}, "decode command type 5"},
 		{"trailing bytes", append(append([]byte(nil), consume...), 0xc0), "trailing"},

@@ -35,6 +35,8 @@ const (
 	TypeUpdateQuotaPool                // 25
 	TypeDeleteQuotaPool                // 26
 	TypeSetQuotaConsumers              // 27: several consumers, one reallocation
+	TypeCreateAPIKey                   // 28: store an API key's hash
+	TypeRevokeAPIKey                   // 29
 )
 
 // Command is one decoded command. Every command carries its tenant and an

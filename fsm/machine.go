@@ -125,6 +125,9 @@ func (s *state) applyIdempotent(ctx applyCtx, c Command, raw []byte) Result {
 		return s.applyFirst(ctx, c)
 	}
 	fp := fingerprint(raw)
+	if f, ok := c.(interface{ idempotencyFingerprint() uint64 }); ok {
+		fp = f.idempotencyFingerprint()
+	}
 	if rec := s.idem.get(tenant, requestID); rec != nil {
 		if rec.Fingerprint != fp {
 			return Result{Index: ctx.index, Err: errorf(CodeFailedPrecondition,
@@ -211,6 +214,10 @@ func (s *state) apply(ctx applyCtx, c Command) Result {
 		return s.deleteQuotaPool(c)
 	case *SetQuotaConsumers:
 		return s.setQuotaConsumers(ctx, c)
+	case *CreateAPIKey:
+		return s.createAPIKey(ctx, c)
+	case *RevokeAPIKey:
+		return s.revokeAPIKey(ctx, c)
 	}
 	panic(fmt.Sprintf("fsm: no handler for command type %d", c.Type()))
 }

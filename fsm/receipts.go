@@ -324,6 +324,8 @@ func (b *leafBuilder) addLeaves(c Command, r *Result) {
 		ref = b.add(c.Tenant, op, c.AlertID, c.RequestID, "ok", "", []receipt.Field{fs("by", c.By)}, nil)
 	case *CreateQuotaPool, *SetQuotaConsumer, *SetQuotaDemand, *QuotaConsume, *RenewQuotaPool, *UpdateQuotaPool, *DeleteQuotaPool, *SetQuotaConsumers:
 		ref = quotaLeaf(b, c, r)
+	case *CreateAPIKey, *RevokeAPIKey:
+		ref = apiKeyLeaf(b, c, r)
 	case *SetAnomalyDetector:
 		op, in := "cost.detector_set", []receipt.Field{fs("group_by", strings.Join(c.Detector.GroupBy, ",")),
 			fi("bucket", int64(c.Detector.Bucket)), fi("window", int64(c.Detector.Window)), fi("threshold_milli", c.Detector.ThresholdMilli),

@@ -32,6 +32,8 @@ type Result struct {
 	Detector *AnomalyDetector `msgpack:"ad,omitempty"`
 	// Rates is the exchange-rate table after a SetExchangeRates.
 	Rates []ExchangeRate `msgpack:"x,omitempty"`
+	// APIKey is the key a CreateAPIKey or RevokeAPIKey stored (no hash).
+	APIKey *APIKey `msgpack:"ak,omitempty"`
 	// Key is the new signing key of a RotateSigningKey (public half only).
 	Key *SigningKey `msgpack:"k,omitempty"`
 	// Receipt names the decision's leaf; for an atomic batch, the first

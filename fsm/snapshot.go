@@ -43,7 +43,9 @@ const (
 	recDetector byte = 11
 	recAlert    byte = 12
 	// recQuota: one quota pool with its consumers.
-	recQuota   byte = 13
+	recQuota byte = 13
+	// recAPIKey: one API key (its hash, never the secret).
+	recAPIKey  byte = 14
 	recTrailer byte = 255
 )
 
@@ -70,6 +72,7 @@ type snapshotTrailer struct {
 	Detectors int `msgpack:"ad,omitempty"`
 	Alerts    int `msgpack:"al,omitempty"`
 	Quotas    int `msgpack:"qp,omitempty"`
+	APIKeys   int `msgpack:"ak,omitempty"`
 }
 
 type snapshotRates struct {
@@ -187,6 +190,14 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 	for _, k := range sortedObjectKeys(s.quotas) {
 		rw.write(recQuota, s.quotas[k])
 	}
+	keyIDs := make([]string, 0, len(s.apiKeys))
+	for id := range s.apiKeys {
+		keyIDs = append(keyIDs, id)
+	}
+	sort.Strings(keyIDs)
+	for _, id := range keyIDs {
+		rw.write(recAPIKey, s.apiKeys[id])
+	}
 	rw.write(recTrailer, s.trailer())
 	if rw.err != nil {
 		return rw.err
@@ -197,7 +208,7 @@ func (s *state) encodeRecords(w io.Writer, withHeader bool) error {
 func (s *state) trailer() snapshotTrailer {
 	return snapshotTrailer{Budgets: len(s.budgets), Holds: len(s.holds), Policies: len(s.policies),
 		RateKeys: s.rateKeys, Idem: s.idem.len(), Rates: len(s.cost.rates), Rollups: s.cost.rollupRows,
-		Detectors: len(s.cost.detectors), Alerts: len(s.cost.alerts), Quotas: len(s.quotas)}
+		Detectors: len(s.cost.detectors), Alerts: len(s.cost.alerts), Quotas: len(s.quotas), APIKeys: len(s.apiKeys)}
 }
 
 func sortedObjectKeys[T any](m map[objectKey]T) []objectKey {
@@ -428,6 +439,15 @@ func (s *state) restoreRecord(typ byte, body []byte, sawHeader *bool) error {
 		}
 		s.cost.alerts = append(s.cost.alerts, a)
 		s.cost.alertSeq = a.Seq
+	case recAPIKey:
+		k := &APIKey{}
+		if err := decodeMsgpack(body, k); err != nil {
+			return err
+		}
+		if err := s.checkRestoredAPIKey(k); err != nil {
+			return fmt.Errorf("API key: %s", err.Message)
+		}
+		s.apiKeys[k.ID] = k
 	default:
 		return fmt.Errorf("unknown snapshot record type %d", typ)
 	}

@@ -380,7 +380,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		{"bad magic", append([]byte("TGSNAQ"), snap[len(snapshotMagic):]...), "not a tollgate snapshot"},
 		{"lower-case magic", append([]byte("tgsnap"), snap[len(snapshotMagic):]...), "not a tollgate snapshot"},
 		{"magic only", []byte(snapshotMagic), "truncated"},
-		{"unknown record type", buildSnapshot(withRecord(1, record{typ: 14, body: []byte{0x80}})), "unknown snapshot record type 14"},
+		{"unknown record type", buildSnapshot(withRecord(1, record{typ: 15, body: []byte{0x80}})), "unknown snapshot record type 15"},
 		{"unknown record type 0", buildSnapshot(withRecord(2, record{typ: 0, body: []byte{0x80}})), "unknown snapshot record type 0"},
 		{"no header", buildSnapshot(records[1:]), "header"},
 		{"two headers", buildSnapshot(withRecord(1, records[0])), "header"},

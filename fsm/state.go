@@ -180,6 +180,9 @@ type state struct {
 	// budgets with label selectors.
 	cost costState
 
+	// apiKeys are the API keys by id.
+	apiKeys map[string]*APIKey
+
 	holdExpiries expiryHeap[holdExpiry]
 	rateExpiries expiryHeap[rateExpiry]
 	idem         idempotencyTable
@@ -190,6 +193,7 @@ func newState() *state {
 		budgets:  map[objectKey]*Budget{},
 		holds:    map[objectKey]*Hold{},
 		policies: map[objectKey]*Policy{},
+		apiKeys:  map[string]*APIKey{},
 
 		tenantBudgets:  tenantIndex[*Budget]{},
 		tenantPolicies: tenantIndex[*Policy]{},

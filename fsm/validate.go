@@ -262,6 +262,10 @@ func Validate(c Command) *Error {
 		return ValidateID("pool_id", c.PoolID)
 	case *SetQuotaConsumers:
 		return validateSetQuotaConsumers(c)
+	case *CreateAPIKey:
+		return validateCreateAPIKey(c)
+	case *RevokeAPIKey:
+		return validateRevokeAPIKey(c)
 	case *SetAnomalyDetector:
 		if c.Delete {
 			return ValidateID("detector.id", c.Detector.ID)

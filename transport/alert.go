@@ -92,7 +92,7 @@ func (h *alertHandler) ListAlerts(ctx context.Context, req *connect.Request[toll
 }
 
 func (h *alertHandler) AckAlert(ctx context.Context, req *connect.Request[tollgatev1.AckAlertRequest]) (*connect.Response[tollgatev1.AckAlertResponse], error) {
-	r, err := proposeOne(ctx, h.node, &fsm.AckAlert{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, AlertID: req.Msg.AlertId, By: req.Msg.By})
+	r, err := proposeOne(ctx, h.node, &fsm.AckAlert{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, AlertID: req.Msg.AlertId, By: alertActor(ctx, req.Msg.By)})
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (h *alertHandler) AckAlert(ctx context.Context, req *connect.Request[tollga
 }
 
 func (h *alertHandler) ResolveAlert(ctx context.Context, req *connect.Request[tollgatev1.ResolveAlertRequest]) (*connect.Response[tollgatev1.ResolveAlertResponse], error) {
-	r, err := proposeOne(ctx, h.node, &fsm.AckAlert{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, AlertID: req.Msg.AlertId, By: req.Msg.By, Resolve: true})
+	r, err := proposeOne(ctx, h.node, &fsm.AckAlert{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, AlertID: req.Msg.AlertId, By: alertActor(ctx, req.Msg.By), Resolve: true})
 	if err != nil {
 		return nil, err
 	}
@@ -153,4 +153,18 @@ func (h *alertHandler) WatchAlerts(ctx context.Context, req *connect.Request[tol
 			return err
 		}
 	}
+}
+
+// alertActor is who acknowledged or resolved an alert: with authentication
+// on, the credential (and what the request said, if it named someone
+// else); without, what the request says.
+func alertActor(ctx context.Context, by string) string {
+	p, ok := PrincipalFrom(ctx)
+	if !ok || p.Method == "none" {
+		return by
+	}
+	if by == "" || by == p.Subject {
+		return p.Subject
+	}
+	return p.Subject + " for " + by
 }

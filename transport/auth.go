@@ -66,7 +66,7 @@ var rules = map[string]access{
 	v1.QuotaServiceListPoolsProcedure:      accessRead,
 	v1.QuotaServiceUpdatePoolProcedure:     accessManage,
 	v1.QuotaServiceDeletePoolProcedure:     accessManage,
-	v1.QuotaServiceAllocateBatchProcedure:  accessRead,
+	v1.QuotaServiceAllocateBatchProcedure:  accessManage, // sets the consumers
 	v1.QuotaServiceSetConsumerProcedure:    accessManage,
 	v1.QuotaServiceDeleteConsumerProcedure: accessManage,
 	v1.QuotaServiceSetDemandProcedure:      accessSpend,
@@ -100,6 +100,10 @@ var rules = map[string]access{
 	v1.ClusterServiceTransferLeadershipProcedure: accessAdmin,
 	v1.ClusterServiceSnapshotSaveProcedure:       accessAdmin,
 	v1.ClusterServiceSnapshotRestoreProcedure:    accessAdmin,
+
+	v1.ApiKeyServiceCreateApiKeyProcedure: accessManage,
+	v1.ApiKeyServiceListApiKeysProcedure:  accessManage,
+	v1.ApiKeyServiceRevokeApiKeyProcedure: accessManage,
 
 	v1.InternalServiceForwardProcedure:       accessServer,
 	v1.InternalServiceReadIndexProcedure:     accessServer,

@@ -11,13 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/tollgate/tollgate/auth"
 	"github.com/tollgate/tollgate/auth/authtest"
+	"github.com/tollgate/tollgate/client"
 	_ "github.com/tollgate/tollgate/gen/tollgate/v1"
+	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
 	"github.com/tollgate/tollgate/tollgatetest"
 	"github.com/tollgate/tollgate/transport"
 )
@@ -278,5 +281,81 @@ func TestAPIRateLimitPerCredential(t *testing.T) {
 	}
 	if got := call(t, f.addr, r, auth.ClusterTokenHeader(f.token), `{}`); got != "" {
 		t.Fatalf("a server is not limited: %q", got)
+	}
+}
+
+// TestAPIKeys: a tenant-admin makes a spender key (its secret shown once,
+// never listed), the key works for its tenant only and its role only, a
+// retry of the create does not show a secret again, a tenant-admin cannot
+// make an admin key, and a revoked key is refused at once on this node.
+func TestAPIKeys(t *testing.T) {
+	f := newAuthFixture(t, transport.RateLimit{})
+	ctx := context.Background()
+	cl := func(token string) *client.Client {
+		c, err := client.New([]string{f.addr}, client.WithoutRetries(), client.WithToken(token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	code := func(err error) connect.Code {
+		if err == nil {
+			return 0
+		}
+		return connect.CodeOf(err)
+	}
+	tadmin := cl(f.issuer.Token(t, "tenant-admin", "a", nil))
+	if _, err := tadmin.Budgets.CreateBudget(ctx, connect.NewRequest(&tollgatev1.CreateBudgetRequest{
+		Budget: &tollgatev1.Budget{Id: "llm", Amount: "10", Currency: "USD"}})); err != nil {
+		t.Fatal(err)
+	}
+	created, err := tadmin.APIKeys.CreateApiKey(ctx, connect.NewRequest(&tollgatev1.CreateApiKeyRequest{Role: "spender", Name: "ci", RequestId: "k1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := created.Msg.Secret
+	if !strings.HasPrefix(secret, "tgk_"+created.Msg.Key.Id+"_") || created.Msg.Key.Tenant != "a" || created.Msg.Receipt == nil ||
+		!strings.Contains(created.Msg.Key.CreatedBy, "tenant-admin@a") {
+		t.Fatalf("created %+v", created.Msg)
+	}
+	// A retry does not show the secret again.
+	_, err = tadmin.APIKeys.CreateApiKey(ctx, connect.NewRequest(&tollgatev1.CreateApiKeyRequest{Role: "spender", Name: "ci", RequestId: "k1"}))
+	if code(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), created.Msg.Key.Id) {
+		t.Fatalf("retry of the create: %v, want already_exists naming %s", err, created.Msg.Key.Id)
+	}
+	_, err = tadmin.APIKeys.CreateApiKey(ctx, connect.NewRequest(&tollgatev1.CreateApiKeyRequest{Role: "admin", Name: "escalate"}))
+	if code(err) != connect.CodePermissionDenied {
+		t.Fatalf("tenant-admin makes an admin key: %v", err)
+	}
+	_, err = tadmin.APIKeys.CreateApiKey(ctx, connect.NewRequest(&tollgatev1.CreateApiKeyRequest{Tenant: "b", Role: "reader"}))
+	if code(err) != connect.CodePermissionDenied {
+		t.Fatalf("tenant-admin of a makes a key in b: %v", err)
+	}
+	list, err := tadmin.APIKeys.ListApiKeys(ctx, connect.NewRequest(&tollgatev1.ListApiKeysRequest{}))
+	if err != nil || len(list.Msg.Keys) != 1 || strings.Contains(list.Msg.String(), strings.Split(secret, "_")[2]) {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	key := cl(secret)
+	resp, err := key.Budgets.Consume(ctx, connect.NewRequest(&tollgatev1.ConsumeRequest{BudgetId: "llm", Amount: "1", RequestId: "c1"}))
+	if err != nil || !resp.Msg.Allowed {
+		t.Fatalf("consume with the key: %v %v", resp, err)
+	}
+	if _, err := key.Budgets.Consume(ctx, connect.NewRequest(&tollgatev1.ConsumeRequest{Tenant: "b", BudgetId: "llm", Amount: "1"})); code(err) != connect.CodePermissionDenied {
+		t.Fatalf("the key on tenant b: %v", err)
+	}
+	if _, err := key.Budgets.DeleteBudget(ctx, connect.NewRequest(&tollgatev1.DeleteBudgetRequest{BudgetId: "llm"})); code(err) != connect.CodePermissionDenied {
+		t.Fatalf("a spender key deletes a budget: %v", err)
+	}
+	wrong := secret[:len(secret)-2] + "xx"
+	if _, err := cl(wrong).Budgets.GetBudget(ctx, connect.NewRequest(&tollgatev1.GetBudgetRequest{BudgetId: "llm"})); code(err) != connect.CodeUnauthenticated {
+		t.Fatalf("a wrong secret: %v", err)
+	}
+	revoked, err := tadmin.APIKeys.RevokeApiKey(ctx, connect.NewRequest(&tollgatev1.RevokeApiKeyRequest{Id: created.Msg.Key.Id}))
+	if err != nil || revoked.Msg.Key.RevokedAt == nil || revoked.Msg.Receipt == nil {
+		t.Fatalf("revoke: %v %v", revoked, err)
+	}
+	if _, err := key.Budgets.GetBudget(ctx, connect.NewRequest(&tollgatev1.GetBudgetRequest{BudgetId: "llm"})); code(err) != connect.CodeUnauthenticated || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("the revoked key: %v", err)
 	}
 }

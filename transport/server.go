@@ -97,6 +97,7 @@ func NewHandler(n Node, opts Options) http.Handler {
 	mux.Handle(tollgatev1connect.NewAlertServiceHandler(&alertHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewQuotaServiceHandler(&quotaHandler{node: n}, handlerOpts...))
 	mux.Handle(tollgatev1connect.NewInternalServiceHandler(&internalHandler{node: n}, handlerOpts...))
+	mux.Handle(tollgatev1connect.NewApiKeyServiceHandler(&apiKeyHandler{node: n}, handlerOpts...))
 
 	services := []string{
 		tollgatev1connect.BudgetServiceName,
@@ -107,6 +108,7 @@ func NewHandler(n Node, opts Options) http.Handler {
 		tollgatev1connect.AlertServiceName,
 		tollgatev1connect.QuotaServiceName,
 		tollgatev1connect.InternalServiceName,
+		tollgatev1connect.ApiKeyServiceName,
 	}
 	limit := connect.WithReadMaxBytes(RequestBytesMax)
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), limit))
