@@ -127,6 +127,11 @@ func (h *alertHandler) WatchAlerts(ctx context.Context, req *connect.Request[tol
 	if _, ok := tollgatev1.AlertKind_name[int32(m.Kind)]; !ok {
 		return invalid("kind %d is unknown", m.Kind)
 	}
+	// Send the response headers now: a client's call returns once the
+	// watch is established, not with the first alert.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	after := m.AfterSeq
 	for {
 		var page []fsm.Alert

@@ -166,6 +166,7 @@ func PrincipalFrom(ctx context.Context) (auth.Principal, bool) {
 type authInterceptor struct {
 	auth    Authenticator // nil: authentication off, every caller is auth.Anonymous
 	limiter *callerLimiter
+	streams *streamLimiter
 }
 
 func (a authInterceptor) principal(ctx context.Context, procedure string, h http.Header) (auth.Principal, access, error) {
@@ -258,6 +259,11 @@ func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		if err != nil {
 			return err
 		}
+		release, err := a.streams.acquire(p)
+		if err != nil {
+			return err
+		}
+		defer release()
 		return next(context.WithValue(ctx, principalKey{}, p), &tenantCheckedConn{StreamingHandlerConn: conn, p: p, acc: acc})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/client"
 	_ "github.com/tollgate/tollgate/gen/tollgate/v1"
 	tollgatev1 "github.com/tollgate/tollgate/gen/tollgate/v1"
+	"github.com/tollgate/tollgate/test/procs"
 	"github.com/tollgate/tollgate/tollgatetest"
 	"github.com/tollgate/tollgate/transport"
 )
@@ -357,5 +358,62 @@ func TestAPIKeys(t *testing.T) {
 	}
 	if _, err := key.Budgets.GetBudget(ctx, connect.NewRequest(&tollgatev1.GetBudgetRequest{BudgetId: "llm"})); code(err) != connect.CodeUnauthenticated || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("the revoked key: %v", err)
+	}
+}
+
+// TestStreamsPerCredential: one credential may hold StreamsPerCallerMax
+// alert streams open on a node; one more is refused with
+// resource_exhausted until one closes; another credential is not affected.
+func TestStreamsPerCredential(t *testing.T) {
+	f := newAuthFixture(t, transport.RateLimit{})
+	open := func(token string, ctx context.Context) *connect.ServerStreamForClient[tollgatev1.WatchAlertsResponse] {
+		t.Helper()
+		c, err := client.New([]string{f.addr}, client.WithoutRetries(), client.WithToken(token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		s, err := c.Alerts.WatchAlerts(ctx, connect.NewRequest(&tollgatev1.WatchAlertsRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// probe opens one more stream for a moment: refused, or still open.
+	probe := func(token string) connect.Code {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		s := open(token, ctx)
+		defer s.Close()
+		if s.Receive() {
+			return 0
+		}
+		if connect.CodeOf(s.Err()) == connect.CodeResourceExhausted {
+			return connect.CodeResourceExhausted
+		}
+		return 0 // the deadline: it was admitted
+	}
+	greedy := f.mint(t, "reader", "a", nil)[len("Bearer "):]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var streams []*connect.ServerStreamForClient[tollgatev1.WatchAlertsResponse]
+	cancels := make([]context.CancelFunc, transport.StreamsPerCallerMax)
+	for i := 0; i < transport.StreamsPerCallerMax; i++ {
+		sctx, scancel := context.WithCancel(ctx)
+		cancels[i] = scancel
+		s := open(greedy, sctx)
+		go s.Receive() // sends the request; blocks until the stream ends
+		streams = append(streams, s)
+	}
+	if !procs.Poll(10*time.Second, 50*time.Millisecond, func() bool { return probe(greedy) == connect.CodeResourceExhausted }) {
+		t.Fatalf("stream %d of one credential was never refused", transport.StreamsPerCallerMax+1)
+	}
+	other := f.mint(t, "reader", "b", nil)[len("Bearer "):]
+	if got := probe(other); got != 0 {
+		t.Fatalf("another credential's stream: %v", got)
+	}
+	cancels[0]()
+	if !procs.Poll(10*time.Second, 50*time.Millisecond, func() bool { return probe(greedy) == 0 }) {
+		t.Fatal("a closed stream did not make room")
 	}
 }

@@ -78,3 +78,48 @@ func (c *callerLimiter) allow(p auth.Principal) error {
 	}
 	return nil
 }
+
+// Open streams (WatchAlerts, snapshot transfers) a node serves at once: in
+// all, and per credential (the anonymous caller of a node without
+// authentication counts as one credential only towards the total).
+const (
+	StreamsMax          = 4096
+	StreamsPerCallerMax = 64
+)
+
+// streamLimiter counts open streams.
+type streamLimiter struct {
+	mu       sync.Mutex
+	total    int
+	byCaller map[string]int
+}
+
+func newStreamLimiter() *streamLimiter { return &streamLimiter{byCaller: map[string]int{}} }
+
+// acquire admits one more stream of p, or says why not; release undoes it.
+func (s *streamLimiter) acquire(p auth.Principal) (release func(), err error) {
+	key := p.Method + "\x00" + p.Tenant + "\x00" + p.Subject
+	perCaller := p.Method != "none" && p.Role != auth.RoleServer
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= StreamsMax {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this node serves its maximum of %d open streams; retry later or on another node", StreamsMax))
+	}
+	if perCaller && s.byCaller[key] >= StreamsPerCallerMax {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s has %d streams open on this node, the most one credential may", p.Subject, StreamsPerCallerMax))
+	}
+	s.total++
+	if perCaller {
+		s.byCaller[key]++
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.total--
+		if perCaller {
+			if s.byCaller[key]--; s.byCaller[key] == 0 {
+				delete(s.byCaller, key)
+			}
+		}
+	}, nil
+}

@@ -81,7 +81,7 @@ func NewHandler(n Node, opts Options) http.Handler {
 	}
 	handlerOpts := []connect.HandlerOption{
 		connect.WithInterceptors(newMetricsInterceptor(opts.Registerer), errorInterceptor{log: opts.Logger},
-			authInterceptor{auth: opts.Auth, limiter: limiter}, leaderInterceptor(n)),
+			authInterceptor{auth: opts.Auth, limiter: limiter, streams: newStreamLimiter()}, leaderInterceptor(n)),
 		connect.WithReadMaxBytes(RequestBytesMax),
 		// Replies are a few hundred bytes: gzip would cost more CPU than it
 		// saves (a fresh flate state per reply was 16 % of a busy leader's
@@ -181,7 +181,9 @@ func NewServer(ln net.Listener, h http.Handler, tlsConfig ...*tls.Config) *Serve
 	return &Server{
 		ln: ln,
 		http: &http.Server{
-			TLSConfig:         cfg,
+			TLSConfig: cfg,
+			// Streams one HTTP/2 connection may have open at once.
+			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
 			Handler:           h,
 			Protocols:         &protocols,
 			ReadHeaderTimeout: readHeaderTimeout,
