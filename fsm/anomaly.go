@@ -62,6 +62,9 @@ type SetAnomalyDetector struct {
 	RequestID string          `msgpack:"r,omitempty"`
 	Detector  AnomalyDetector `msgpack:"d"`
 	Delete    bool            `msgpack:"x,omitempty"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 func (*SetAnomalyDetector) Type() CommandType                  { return TypeSetAnomalyDetector }
@@ -472,3 +475,5 @@ func (s *state) ackAlert(ctx applyCtx, c *AckAlert) Result {
 	cp.Group = append([]string(nil), a.Group...)
 	return Result{Alert: &cp}
 }
+
+func (c *SetAnomalyDetector) actor() string { return c.By }

@@ -119,6 +119,9 @@ type CreateBudget struct {
 	Tenant    string     `msgpack:"t"`
 	RequestID string     `msgpack:"r,omitempty"`
 	Budget    BudgetSpec `msgpack:"b"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 // Budget fields an UpdateBudget may replace.
@@ -137,12 +140,18 @@ type UpdateBudget struct {
 	// Fields is a mask of Update* bits saying which of the spec's fields apply.
 	Fields uint8      `msgpack:"f"`
 	Budget BudgetSpec `msgpack:"b"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 type DeleteBudget struct {
 	Tenant    string `msgpack:"t"`
 	RequestID string `msgpack:"r,omitempty"`
 	BudgetID  string `msgpack:"b"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 type Consume struct {
@@ -216,6 +225,9 @@ type CreatePolicy struct {
 	Tenant    string     `msgpack:"t"`
 	RequestID string     `msgpack:"r,omitempty"`
 	Policy    PolicySpec `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 type UpdatePolicy struct {
@@ -223,12 +235,18 @@ type UpdatePolicy struct {
 	RequestID string     `msgpack:"r,omitempty"`
 	Fields    uint8      `msgpack:"f"`
 	Policy    PolicySpec `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 type DeletePolicy struct {
 	Tenant    string `msgpack:"t"`
 	RequestID string `msgpack:"r,omitempty"`
 	PolicyID  string `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 type RateCheck struct {
@@ -301,3 +319,15 @@ func (r DenyReason) name() string {
 	}
 	return "reason_" + strconv.Itoa(int(r))
 }
+
+func (c *CreateBudget) actor() string { return c.By }
+
+func (c *UpdateBudget) actor() string { return c.By }
+
+func (c *DeleteBudget) actor() string { return c.By }
+
+func (c *CreatePolicy) actor() string { return c.By }
+
+func (c *UpdatePolicy) actor() string { return c.By }
+
+func (c *DeletePolicy) actor() string { return c.By }

@@ -204,6 +204,9 @@ func (x ExchangeRate) withRat() *ExchangeRate {
 type SetExchangeRates struct {
 	Rates      []ExchangeRate `msgpack:"r"`
 	ReplaceAll bool           `msgpack:"a,omitempty"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 func (*SetExchangeRates) Type() CommandType                { return TypeSetExchangeRates }
@@ -1173,3 +1176,5 @@ func parseSigned(s string) (int64, *Error) {
 	}
 	return ParseAmount(s)
 }
+
+func (c *SetExchangeRates) actor() string { return c.By }

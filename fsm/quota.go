@@ -152,6 +152,9 @@ type CreateQuotaPool struct {
 	Tenant    string        `msgpack:"t"`
 	RequestID string        `msgpack:"r,omitempty"`
 	Pool      QuotaPoolSpec `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 // SetQuotaConsumer adds, replaces or (Delete) removes a consumer.
@@ -161,6 +164,9 @@ type SetQuotaConsumer struct {
 	PoolID    string            `msgpack:"p"`
 	Consumer  QuotaConsumerSpec `msgpack:"c"`
 	Delete    bool              `msgpack:"x,omitempty"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 // SetQuotaDemand reports a consumer's demand.
@@ -187,6 +193,9 @@ type RenewQuotaPool struct {
 	Tenant    string `msgpack:"t"`
 	RequestID string `msgpack:"r,omitempty"`
 	PoolID    string `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 func (*CreateQuotaPool) Type() CommandType                   { return TypeCreateQuotaPool }
@@ -496,6 +505,9 @@ type UpdateQuotaPool struct {
 	RequestID string        `msgpack:"r,omitempty"`
 	Fields    uint8         `msgpack:"f"`
 	Pool      QuotaPoolSpec `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 // DeleteQuotaPool removes a pool and its consumers.
@@ -503,6 +515,9 @@ type DeleteQuotaPool struct {
 	Tenant    string `msgpack:"t"`
 	RequestID string `msgpack:"r,omitempty"`
 	PoolID    string `msgpack:"p"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 // SetQuotaConsumers adds or replaces several consumers at once (one
@@ -512,6 +527,9 @@ type SetQuotaConsumers struct {
 	RequestID string              `msgpack:"r,omitempty"`
 	PoolID    string              `msgpack:"p"`
 	Consumers []QuotaConsumerSpec `msgpack:"c"`
+	// By is who asked (the credential), for the receipt; empty without
+	// authentication.
+	By string `msgpack:"by,omitempty"`
 }
 
 func (*UpdateQuotaPool) Type() CommandType                    { return TypeUpdateQuotaPool }
@@ -645,3 +663,15 @@ func (v View) QuotaPools(tenant, afterID string, limit int) ([]*QuotaPool, strin
 	}
 	return out, next
 }
+
+func (c *CreateQuotaPool) actor() string { return c.By }
+
+func (c *UpdateQuotaPool) actor() string { return c.By }
+
+func (c *DeleteQuotaPool) actor() string { return c.By }
+
+func (c *SetQuotaConsumer) actor() string { return c.By }
+
+func (c *SetQuotaConsumers) actor() string { return c.By }
+
+func (c *RenewQuotaPool) actor() string { return c.By }

@@ -189,13 +189,21 @@ type leafBuilder struct {
 	leaves   [][]byte
 	requests []RequestKey
 	costs    []CostKey
+	// by is the actor of the command whose leaves are being added.
+	by string
 }
+
+// attributed commands say who asked (admin actions), for their receipts.
+type attributed interface{ actor() string }
 
 func (b *leafBuilder) add(tenant, op, object, requestID, outcome, reason string, inputs, balances []receipt.Field) ReceiptRef {
 	l := receipt.Leaf{
 		Index: b.index, Position: uint32(len(b.leaves)), TimeUnixMs: b.nowMs,
 		Tenant: tenant, Operation: op, Object: object, RequestID: requestID,
 		Inputs: sortFields(inputs), Outcome: outcome, Reason: reason, Balances: sortFields(balances),
+	}
+	if b.by != "" {
+		l.Inputs = sortFields(append(append([]receipt.Field(nil), inputs...), fs("by", b.by)))
 	}
 	enc, err := l.Encode()
 	if err != nil {
@@ -266,6 +274,11 @@ func policyFields(p *PolicySpec) []receipt.Field {
 // addLeaves records the leaves of one successful, first-time result and
 // sets its receipt reference.
 func (b *leafBuilder) addLeaves(c Command, r *Result) {
+	b.by = ""
+	if a, ok := c.(attributed); ok {
+		b.by = a.actor()
+	}
+	defer func() { b.by = "" }()
 	var ref ReceiptRef
 	switch c := c.(type) {
 	case *CreateBudget:
@@ -342,7 +355,7 @@ func (b *leafBuilder) addLeaves(c Command, r *Result) {
 		for _, x := range c.Rates {
 			in = append(in, fs("rate:"+x.From+"/"+x.To, x.Rate))
 		}
-		if len(in) > receipt.LeafFieldsMax {
+		if len(in) > receipt.LeafFieldsMax-1 { // one field is kept for "by"
 			// A large table is summarised by its canonical digest.
 			in = []receipt.Field{fi("rates", int64(len(c.Rates))), fs("rates_sha256", ratesDigest(c.Rates))}
 			if c.ReplaceAll {

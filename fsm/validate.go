@@ -192,6 +192,11 @@ func ValidatePolicySpec(p *PolicySpec) *Error { return validatePolicySpec(p) }
 // Validate checks a decoded command the way Apply does, so transport can
 // answer InvalidArgument before a command reaches the log.
 func Validate(c Command) *Error {
+	if a, ok := c.(attributed); ok {
+		if err := validatePrintable("by", a.actor(), apiKeyByBytesMax); err != nil {
+			return err
+		}
+	}
 	tenant, requestID := c.idempotencyKey()
 	switch c.(type) {
 	case *Noop, *MarkServerRemoved, *RotateSigningKey, *SetExchangeRates: // cluster-level: no tenant

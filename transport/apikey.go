@@ -27,6 +27,15 @@ var _ tollgatev1connect.ApiKeyServiceHandler = (*apiKeyHandler)(nil)
 
 var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
+// auditBy names the caller in an admin command's receipt; empty when
+// authentication is off.
+func auditBy(ctx context.Context) string {
+	if p, ok := PrincipalFrom(ctx); ok && p.Method != "none" {
+		return p.Subject + " (" + p.Method + ")"
+	}
+	return ""
+}
+
 // actor names the caller in audit fields.
 func actor(ctx context.Context) string {
 	p, ok := PrincipalFrom(ctx)

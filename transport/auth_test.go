@@ -308,8 +308,13 @@ func TestAPIKeys(t *testing.T) {
 	}
 	tadmin := cl(f.issuer.Token(t, "tenant-admin", "a", nil))
 	if _, err := tadmin.Budgets.CreateBudget(ctx, connect.NewRequest(&tollgatev1.CreateBudgetRequest{
-		Budget: &tollgatev1.Budget{Id: "llm", Amount: "10", Currency: "USD"}})); err != nil {
+		Budget: &tollgatev1.Budget{Id: "llm", Amount: "10", Currency: "USD"}, RequestId: "cb"})); err != nil {
 		t.Fatal(err)
+	}
+	// The admin action's receipt names the credential.
+	rc, err := tadmin.Receipts.GetReceipt(ctx, connect.NewRequest(&tollgatev1.GetReceiptRequest{RequestId: "cb"}))
+	if err != nil || rc.Msg.Receipt.DecodedLeaf.Inputs["by"] != "tenant-admin@a (jwt)" {
+		t.Fatalf("the budget's receipt: %v %v", rc, err)
 	}
 	created, err := tadmin.APIKeys.CreateApiKey(ctx, connect.NewRequest(&tollgatev1.CreateApiKeyRequest{Role: "spender", Name: "ci", RequestId: "k1"}))
 	if err != nil {

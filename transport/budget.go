@@ -22,7 +22,7 @@ func (h *budgetHandler) CreateBudget(ctx context.Context, req *connect.Request[t
 	if err != nil {
 		return nil, err
 	}
-	r, err := proposeOne(ctx, h.node, &fsm.CreateBudget{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Budget: spec})
+	r, err := proposeOne(ctx, h.node, &fsm.CreateBudget{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Budget: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (h *budgetHandler) UpdateBudget(ctx context.Context, req *connect.Request[t
 			return nil, err
 		}
 	}
-	r, err := proposeOne(ctx, h.node, &fsm.UpdateBudget{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Fields: fields, Budget: spec})
+	r, err := proposeOne(ctx, h.node, &fsm.UpdateBudget{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Fields: fields, Budget: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (h *budgetHandler) UpdateBudget(ctx context.Context, req *connect.Request[t
 }
 
 func (h *budgetHandler) DeleteBudget(ctx context.Context, req *connect.Request[tollgatev1.DeleteBudgetRequest]) (*connect.Response[tollgatev1.DeleteBudgetResponse], error) {
-	r, err := proposeOne(ctx, h.node, &fsm.DeleteBudget{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, BudgetID: req.Msg.BudgetId})
+	r, err := proposeOne(ctx, h.node, &fsm.DeleteBudget{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, BudgetID: req.Msg.BudgetId})
 	if err != nil {
 		return nil, err
 	}

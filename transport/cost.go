@@ -233,7 +233,7 @@ func (h *costHandler) SetExchangeRates(ctx context.Context, req *connect.Request
 	if len(req.Msg.Rates) > fsm.ExchangeRatesMax {
 		return nil, invalid("rates has %d rates; at most %d", len(req.Msg.Rates), fsm.ExchangeRatesMax)
 	}
-	cmd := &fsm.SetExchangeRates{ReplaceAll: req.Msg.ReplaceAll}
+	cmd := &fsm.SetExchangeRates{ReplaceAll: req.Msg.ReplaceAll, By: auditBy(ctx)}
 	for i, r := range req.Msg.Rates {
 		canon, _, err := fsm.ParseRate(r.Rate)
 		if err != nil {
@@ -308,7 +308,7 @@ func (h *costHandler) SetAnomalyDetector(ctx context.Context, req *connect.Reque
 	if err != nil {
 		return nil, err
 	}
-	r, err := proposeOne(ctx, h.node, &fsm.SetAnomalyDetector{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Detector: d})
+	r, err := proposeOne(ctx, h.node, &fsm.SetAnomalyDetector{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Detector: d})
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +316,7 @@ func (h *costHandler) SetAnomalyDetector(ctx context.Context, req *connect.Reque
 }
 
 func (h *costHandler) DeleteAnomalyDetector(ctx context.Context, req *connect.Request[tollgatev1.DeleteAnomalyDetectorRequest]) (*connect.Response[tollgatev1.DeleteAnomalyDetectorResponse], error) {
-	r, err := proposeOne(ctx, h.node, &fsm.SetAnomalyDetector{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId,
+	r, err := proposeOne(ctx, h.node, &fsm.SetAnomalyDetector{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId,
 		Detector: fsm.AnomalyDetector{ID: req.Msg.DetectorId}, Delete: true})
 	if err != nil {
 		return nil, err

@@ -138,7 +138,7 @@ func (h *quotaHandler) CreatePool(ctx context.Context, req *connect.Request[toll
 	if err != nil {
 		return nil, err
 	}
-	r, st, err := h.poolReply(ctx, &fsm.CreateQuotaPool{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Pool: spec})
+	r, st, err := h.poolReply(ctx, &fsm.CreateQuotaPool{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Pool: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (h *quotaHandler) SetConsumer(ctx context.Context, req *connect.Request[tol
 	if err != nil {
 		return nil, err
 	}
-	r, st, err := h.poolReply(ctx, &fsm.SetQuotaConsumer{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId, Consumer: spec})
+	r, st, err := h.poolReply(ctx, &fsm.SetQuotaConsumer{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId, Consumer: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (h *quotaHandler) SetConsumer(ctx context.Context, req *connect.Request[tol
 }
 
 func (h *quotaHandler) DeleteConsumer(ctx context.Context, req *connect.Request[tollgatev1.DeleteConsumerRequest]) (*connect.Response[tollgatev1.DeleteConsumerResponse], error) {
-	r, st, err := h.poolReply(ctx, &fsm.SetQuotaConsumer{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId,
+	r, st, err := h.poolReply(ctx, &fsm.SetQuotaConsumer{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId,
 		Consumer: fsm.QuotaConsumerSpec{ID: req.Msg.ConsumerId}, Delete: true})
 	if err != nil {
 		return nil, err
@@ -219,7 +219,7 @@ func (h *quotaHandler) Consume(ctx context.Context, req *connect.Request[tollgat
 }
 
 func (h *quotaHandler) Renew(ctx context.Context, req *connect.Request[tollgatev1.RenewRequest]) (*connect.Response[tollgatev1.RenewResponse], error) {
-	r, st, err := h.poolReply(ctx, &fsm.RenewQuotaPool{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId})
+	r, st, err := h.poolReply(ctx, &fsm.RenewQuotaPool{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId})
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +266,7 @@ func (h *quotaHandler) UpdatePool(ctx context.Context, req *connect.Request[toll
 			return nil, err
 		}
 	}
-	r, st, err := h.poolReply(ctx, &fsm.UpdateQuotaPool{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Fields: fields, Pool: spec})
+	r, st, err := h.poolReply(ctx, &fsm.UpdateQuotaPool{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Fields: fields, Pool: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +274,7 @@ func (h *quotaHandler) UpdatePool(ctx context.Context, req *connect.Request[toll
 }
 
 func (h *quotaHandler) DeletePool(ctx context.Context, req *connect.Request[tollgatev1.DeletePoolRequest]) (*connect.Response[tollgatev1.DeletePoolResponse], error) {
-	r, err := proposeOne(ctx, h.node, &fsm.DeleteQuotaPool{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId})
+	r, err := proposeOne(ctx, h.node, &fsm.DeleteQuotaPool{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId})
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (h *quotaHandler) AllocateBatch(ctx context.Context, req *connect.Request[t
 	if len(req.Msg.Consumers) > fsm.QuotaConsumersMax {
 		return nil, invalid("consumers has %d consumers; at most %d", len(req.Msg.Consumers), fsm.QuotaConsumersMax)
 	}
-	cmd := &fsm.SetQuotaConsumers{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId}
+	cmd := &fsm.SetQuotaConsumers{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, PoolID: req.Msg.PoolId}
 	for i, c := range req.Msg.Consumers {
 		spec, err := quotaConsumerSpec(c)
 		if err != nil {

@@ -30,7 +30,7 @@ func (h *rateLimitHandler) CreatePolicy(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	r, err := proposeOne(ctx, h.node, &fsm.CreatePolicy{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Policy: spec})
+	r, err := proposeOne(ctx, h.node, &fsm.CreatePolicy{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Policy: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (h *rateLimitHandler) UpdatePolicy(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	r, err := proposeOne(ctx, h.node, &fsm.UpdatePolicy{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, Fields: fields, Policy: spec})
+	r, err := proposeOne(ctx, h.node, &fsm.UpdatePolicy{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, Fields: fields, Policy: spec})
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +54,7 @@ func (h *rateLimitHandler) UpdatePolicy(ctx context.Context, req *connect.Reques
 }
 
 func (h *rateLimitHandler) DeletePolicy(ctx context.Context, req *connect.Request[tollgatev1.DeletePolicyRequest]) (*connect.Response[tollgatev1.DeletePolicyResponse], error) {
-	r, err := proposeOne(ctx, h.node, &fsm.DeletePolicy{Tenant: req.Msg.Tenant, RequestID: req.Msg.RequestId, PolicyID: req.Msg.PolicyId})
+	r, err := proposeOne(ctx, h.node, &fsm.DeletePolicy{Tenant: req.Msg.Tenant, By: auditBy(ctx), RequestID: req.Msg.RequestId, PolicyID: req.Msg.PolicyId})
 	if err != nil {
 		return nil, err
 	}
