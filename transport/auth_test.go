@@ -165,7 +165,7 @@ func call(t *testing.T, addr string, r rpc, authz, body string) string {
 }
 
 // TestEveryRPCRefusesStrangers: for every RPC of every service — no
-// token, a token that fails verification, tenant A's strongest tenant
+// token, an expired, a wrong-audience and a wrongly signed token, tenant A's strongest tenant
 // token naming tenant B, a server's cluster token on a client RPC and a
 // client token on a server RPC are all refused before the handler runs.
 func TestEveryRPCRefusesStrangers(t *testing.T) {
@@ -175,18 +175,22 @@ func TestEveryRPCRefusesStrangers(t *testing.T) {
 	wrongAud := f.mint(t, "admin", "", func(b *jwt.Builder) *jwt.Builder { return b.Audience([]string{"other-cluster"}) })
 	server := auth.ClusterTokenHeader(f.token)
 	admin := f.mint(t, "admin", "", nil)
+	// Same claims and key id, signed by a key the cluster does not have.
+	forged := "Bearer " + authtest.New(t).Token(t, "admin", "", nil)
 	for _, r := range allRPCs(t) {
 		rule, _ := transport.AuthorizationRule(r.procedure)
 		want := map[string]string{
 			"no token":      "unauthenticated",
 			"expired":       "unauthenticated",
 			"wrong aud":     "unauthenticated",
+			"wrong sig":     "unauthenticated",
 			"wrong cluster": "unauthenticated",
 		}
 		authz := map[string]string{
 			"no token":      "",
 			"expired":       expired,
 			"wrong aud":     wrongAud,
+			"wrong sig":     forged,
 			"wrong cluster": auth.ClusterTokenHeader([]byte("not-the-cluster-token-000000000")),
 			"A on B":        tenantAdminA,
 			"server":        server,
