@@ -100,6 +100,8 @@ type RequestKey struct{ Tenant, RequestID string }
 // is signed with the previous key (or, for the first key, with itself).
 type RotateSigningKey struct {
 	Seed []byte `msgpack:"s"`
+	// By is who asked (the credential), for the receipt.
+	By string `msgpack:"by,omitempty"`
 }
 
 func (*RotateSigningKey) Type() CommandType                { return TypeRotateSigningKey }
@@ -463,3 +465,5 @@ func ratesDigest(rates []ExchangeRate) string {
 	}
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
+
+func (c *RotateSigningKey) actor() string { return c.By }

@@ -55,13 +55,14 @@ func (n *Node) firstKeyCommand() *fsm.RotateSigningKey {
 }
 
 // RotateSigningKey generates a new signing key and replicates it; the
-// rotation entry is signed with the old key, later ones with the new.
-func (n *Node) RotateSigningKey(ctx context.Context) (*fsm.SigningKey, uint64, error) {
+// rotation entry is signed with the old key, later ones with the new. by
+// names who asked, for the receipt ("" when unknown).
+func (n *Node) RotateSigningKey(ctx context.Context, by string) (*fsm.SigningKey, uint64, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	if _, err := rand.Read(seed); err != nil {
 		return nil, 0, err
 	}
-	rs, index, err := n.Propose(ctx, &fsm.RotateSigningKey{Seed: seed})
+	rs, index, err := n.Propose(ctx, &fsm.RotateSigningKey{Seed: seed, By: by})
 	if err != nil {
 		return nil, 0, err
 	}

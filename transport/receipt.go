@@ -21,7 +21,7 @@ type ReceiptNode interface {
 	Receipt(ctx context.Context, ref fsm.ReceiptRef) (*receipt.Receipt, error)
 	ReceiptRefByRequest(ctx context.Context, tenant, requestID string) (fsm.ReceiptRef, error)
 	Checkpoints(from, to uint64, limit int) (node.CheckpointRange, error)
-	RotateSigningKey(ctx context.Context) (*fsm.SigningKey, uint64, error)
+	RotateSigningKey(ctx context.Context, by string) (*fsm.SigningKey, uint64, error)
 }
 
 const (
@@ -229,7 +229,7 @@ func (h *receiptHandler) GetPublicKeys(ctx context.Context, req *connect.Request
 }
 
 func (h *receiptHandler) RotateSigningKey(ctx context.Context, req *connect.Request[tollgatev1.RotateSigningKeyRequest]) (*connect.Response[tollgatev1.RotateSigningKeyResponse], error) {
-	k, index, err := h.node.RotateSigningKey(ctx)
+	k, index, err := h.node.RotateSigningKey(ctx, auditBy(ctx))
 	if err != nil {
 		return nil, err
 	}
