@@ -130,14 +130,19 @@ func validatePrintable(field, s string, max int) *Error {
 	return nil
 }
 
+// validateKeyRef checks what both API key commands name.
+func validateKeyRef(tenant, requestID, id string) *Error {
+	if err := ValidateID("tenant", tenant); err != nil {
+		return err
+	}
+	if err := ValidateRequestID("request_id", requestID); err != nil {
+		return err
+	}
+	return ValidateAPIKeyID("id", id)
+}
+
 func validateCreateAPIKey(c *CreateAPIKey) *Error {
-	if err := ValidateID("tenant", c.Tenant); err != nil {
-		return err
-	}
-	if err := ValidateRequestID("request_id", c.RequestID); err != nil {
-		return err
-	}
-	if err := ValidateAPIKeyID("id", c.ID); err != nil {
+	if err := validateKeyRef(c.Tenant, c.RequestID, c.ID); err != nil {
 		return err
 	}
 	if !APIKeyRoles[c.Role] {
@@ -159,13 +164,7 @@ func validateCreateAPIKey(c *CreateAPIKey) *Error {
 }
 
 func validateRevokeAPIKey(c *RevokeAPIKey) *Error {
-	if err := ValidateID("tenant", c.Tenant); err != nil {
-		return err
-	}
-	if err := ValidateRequestID("request_id", c.RequestID); err != nil {
-		return err
-	}
-	if err := ValidateAPIKeyID("id", c.ID); err != nil {
+	if err := validateKeyRef(c.Tenant, c.RequestID, c.ID); err != nil {
 		return err
 	}
 	return validatePrintable("revoked_by", c.RevokedBy, apiKeyByBytesMax)

@@ -304,12 +304,7 @@ func TestAPIKeys(t *testing.T) {
 		t.Cleanup(c.Close)
 		return c
 	}
-	code := func(err error) connect.Code {
-		if err == nil {
-			return 0
-		}
-		return connect.CodeOf(err)
-	}
+	code := connect.CodeOf
 	tadmin := cl(f.issuer.Token(t, "tenant-admin", "a", nil))
 	if _, err := tadmin.Budgets.CreateBudget(ctx, connect.NewRequest(&tollgatev1.CreateBudgetRequest{
 		Budget: &tollgatev1.Budget{Id: "llm", Amount: "10", Currency: "USD"}, RequestId: "cb"})); err != nil {

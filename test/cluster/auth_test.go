@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,26 +45,8 @@ func TestAuthenticatedCluster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	as := func(token string, n *procs.Node) *client.Client {
-		t.Helper()
-		opts := []client.Option{client.WithoutRetries()}
-		if token != "" {
-			opts = append(opts, client.WithToken(token))
-		}
-		cl, err := client.New([]string{n.APIAddr}, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
-		return cl
-	}
-	code := func(err error) connect.Code {
-		var cerr *connect.Error
-		if errors.As(err, &cerr) {
-			return cerr.Code()
-		}
-		return 0
-	}
+	as := func(token string, n *procs.Node) *client.Client { return clientAs(t, n, token) }
+	code := connect.CodeOf
 	// Tenant admins create their budgets through a follower (forwarded).
 	for _, tenant := range []string{"a", "b"} {
 		if _, err := as(issuer.Token(t, "tenant-admin", tenant, nil), follower).Budgets.CreateBudget(ctx, connect.NewRequest(&tollgatev1.CreateBudgetRequest{

@@ -159,14 +159,25 @@ func (l *consumeLoad) settle(t *testing.T, c *client.Client) int {
 	return int(allowed.Load())
 }
 
-func mustClient(t *testing.T, addrs []string) *client.Client {
+func mustClient(t *testing.T, addrs []string, opts ...client.Option) *client.Client {
 	t.Helper()
-	c, err := client.New(addrs)
+	c, err := client.New(addrs, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// clientAs is a single-try client of n that sends token (none when empty)
+// with the other options.
+func clientAs(t *testing.T, n *procs.Node, token string, opts ...client.Option) *client.Client {
+	t.Helper()
+	opts = append([]client.Option{client.WithoutRetries()}, opts...)
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	return mustClient(t, []string{n.APIAddr}, opts...)
 }
 
 func createBudget(t *testing.T, c *client.Client, tenant, id, amount string) {

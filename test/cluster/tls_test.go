@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -71,17 +70,7 @@ func TestMutualTLSCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	as := func(token string, n *procs.Node, cert ...tls.Certificate) *client.Client {
-		t.Helper()
-		opts := []client.Option{client.WithoutRetries(), client.WithTLS(&tls.Config{RootCAs: pool, Certificates: cert})}
-		if token != "" {
-			opts = append(opts, client.WithToken(token))
-		}
-		cl, err := client.New([]string{n.APIAddr}, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
-		return cl
+		return clientAs(t, n, token, client.WithTLS(&tls.Config{RootCAs: pool, Certificates: cert}))
 	}
 	// A tenant's writes and linearizable reads through a follower: the
 	// follower forwards over HTTPS with its server certificate.
@@ -119,13 +108,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	}
 	// On the API the client certificate is no server: no internal call,
 	// no join, even with a tenant's token; an admin's Join needs the token.
-	code := func(err error) connect.Code {
-		var cerr *connect.Error
-		if errors.As(err, &cerr) {
-			return cerr.Code()
-		}
-		return 0
-	}
+	code := connect.CodeOf
 	_, err = as("", leader, mallory).Cluster.Join(ctx, connect.NewRequest(&tollgatev1.JoinRequest{Addrs: []string{"127.0.0.1:1"}}))
 	if code(err) != connect.CodeUnauthenticated {
 		t.Errorf("Join with a client certificate and no token: %v, want unauthenticated", err)
