@@ -31,7 +31,7 @@ type signer struct {
 	key jwk.Key // private, with kid
 }
 
-func newSigner(t *testing.T, alg jwa.SignatureAlgorithm, kid string) signer {
+func newSigner(t testing.TB, alg jwa.SignatureAlgorithm, kid string) signer {
 	t.Helper()
 	var raw any
 	var err error
@@ -56,7 +56,7 @@ func newSigner(t *testing.T, alg jwa.SignatureAlgorithm, kid string) signer {
 	return signer{alg: alg, key: k}
 }
 
-func (s signer) public(t *testing.T) jwk.Key {
+func (s signer) public(t testing.TB) jwk.Key {
 	t.Helper()
 	p, err := s.key.PublicKey()
 	if err != nil {
@@ -75,7 +75,7 @@ func good() claims {
 	return claims{iss: "https://idp.example", aud: "tollgate", sub: "svc-a", role: "spender", tenant: "acme", exp: now.Add(time.Hour)}
 }
 
-func (s signer) sign(t *testing.T, c claims) string {
+func (s signer) sign(t testing.TB, c claims) string {
 	t.Helper()
 	b := jwt.NewBuilder().Issuer(c.iss).Audience([]string{c.aud}).Subject(c.sub).IssuedAt(now.Add(-time.Minute))
 	if !c.noExp {
@@ -101,7 +101,7 @@ func (s signer) sign(t *testing.T, c claims) string {
 	return string(out)
 }
 
-func writeJWKS(t *testing.T, path string, keys ...jwk.Key) {
+func writeJWKS(t testing.TB, path string, keys ...jwk.Key) {
 	t.Helper()
 	set := jwk.NewSet()
 	for _, k := range keys {
@@ -330,5 +330,32 @@ func TestAuthenticatorHeaders(t *testing.T) {
 	p, err := a.Authenticate(context.Background(), h(ClusterTokenHeader(token)))
 	if err != nil || p.Role != RoleServer {
 		t.Fatalf("cluster token: %+v %v", p, err)
+	}
+}
+
+// BenchmarkVerify is what authentication costs per call, by algorithm:
+//
+//	go test -run XXX -bench Verify ./auth/
+func BenchmarkVerify(b *testing.B) {
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.RS256(), jwa.ES256(), jwa.EdDSA()} {
+		b.Run(alg.String(), func(b *testing.B) {
+			s := newSigner(b, alg, "k")
+			path := filepath.Join(b.TempDir(), "jwks.json")
+			writeJWKS(b, path, s.public(b))
+			v, err := NewJWTVerifier(JWTConfig{KeyFiles: []string{path}, Issuer: "https://idp.example", Audience: "tollgate",
+				Now: func() time.Time { return now }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer v.Close()
+			tok := s.sign(b, good())
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := v.Verify(context.Background(), tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/test/procs"
 )
 
 const (
@@ -142,13 +144,7 @@ func freePorts(t *testing.T, n int) []string {
 	t.Helper()
 	ports := make([]string, n)
 	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Held open until all are chosen, so the n ports differ.
-		defer ln.Close()
-		ports[i] = strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+		ports[i] = strconv.Itoa(procs.FreePort(t)) // reserved until the test ends, so the n ports differ
 	}
 	return ports
 }

@@ -14,11 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/test/procs"
 )
 
 var (
@@ -48,14 +51,10 @@ func tollgateBinary(t *testing.T) string {
 	return binPath
 }
 
+// freePort is a reserved free loopback address (see procs.FreePort).
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(procs.FreePort(t)))
 }
 
 type proc struct {

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -102,26 +103,112 @@ func Poll(timeout, interval time.Duration, cond func() bool) bool {
 	return true
 }
 
-// FreePort returns a loopback port that is free for both TCP and UDP (gossip
-// uses both on one port).
+// FreePort reserves a port free for both TCP and UDP on 127.0.0.1 (gossip
+// uses both) until the test ends.
+//
+// A port another socket takes between this check and the server's bind
+// fails the server's start ("address already in use"), so ports are drawn
+// below the kernel's ephemeral range, where no ":0" listener and no client
+// connection ever lands, and reserved across test processes with a lock
+// file (packages run in parallel). Where the ephemeral range leaves no room
+// below it, this falls back to asking for ":0".
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	low, high := portRange()
+	reserved := low > 0
+	for range 500 {
+		var port int
+		if reserved {
+			port = low + portRand.IntN(high-low+1)
+			if !reservePort(port) {
+				continue
+			}
+		} else if port = ephemeralPort(); port == 0 {
+			continue
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		udp, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			udp.Close()
-			return port
+		if !bindable(port) {
+			if reserved {
+				releasePort(port)
+			}
+			continue
 		}
+		if reserved {
+			t.Cleanup(func() { releasePort(port) })
+		}
+		return port
 	}
 	t.Fatal("no free TCP+UDP port")
 	return 0
 }
+
+var portRand = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
+
+// portRange is where FreePort draws from: [10000, start of the ephemeral
+// range), or (0, 0) when that is too narrow.
+func portRange() (int, int) {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(raw))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first-1 < 10000+1000 {
+		return 0, 0
+	}
+	return 10000, first - 1
+}
+
+func ephemeralPort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func bindable(port int) bool {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	udp, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	udp.Close()
+	return true
+}
+
+// portLockDir holds one file per reserved port; a file older than
+// portLockStale is left over from a killed test process and may be taken.
+var portLockDir = filepath.Join(os.TempDir(), "tollgate-test-ports")
+
+const portLockStale = 2 * time.Hour
+
+func reservePort(port int) bool {
+	if err := os.MkdirAll(portLockDir, 0o700); err != nil {
+		return true // no registry: the bind check alone
+	}
+	path := filepath.Join(portLockDir, strconv.Itoa(port))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		if fi, serr := os.Stat(path); serr == nil && time.Since(fi.ModTime()) > portLockStale {
+			os.Remove(path)
+		}
+		return false
+	}
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	f.Close()
+	return true
+}
+
+func releasePort(port int) { os.Remove(filepath.Join(portLockDir, strconv.Itoa(port))) }
 
 // Node is one tollgate server process.
 type Node struct {
