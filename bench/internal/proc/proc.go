@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -126,14 +127,45 @@ func TotalCPUSeconds(pids []int) float64 {
 	return t
 }
 
-// FreePort returns a TCP port free on 127.0.0.1 right now.
+// FreePort returns a TCP port free on 127.0.0.1 right now, drawn at random
+// below the kernel's ephemeral range when it can: there no ":0" listener
+// and no client connection takes it between this check and the server's
+// bind (the ephemeral range is where such races happen).
 func FreePort() (int, error) {
+	if low, high := belowEphemeral(); low > 0 {
+		for range 200 {
+			port := low + rand.IntN(high-low+1)
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err == nil {
+				ln.Close()
+				return port, nil
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// belowEphemeral is [10000, start of the ephemeral range), or zeros when
+// the range cannot be read or leaves too little room.
+func belowEphemeral() (int, int) {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(raw))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first-1 < 11000 {
+		return 0, 0
+	}
+	return 10000, first - 1
 }
 
 // WaitTCP polls until addr accepts connections or ctx ends.

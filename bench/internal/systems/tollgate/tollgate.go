@@ -45,12 +45,17 @@ type system struct {
 func Start(ctx context.Context, o proc.Options) (load.System, error) {
 	type ports struct{ api, raft, gossip string }
 	ps := make([]ports, nodes)
+	seen := map[int]bool{}
 	for i := range ps {
 		for _, p := range []*string{&ps[i].api, &ps[i].raft, &ps[i].gossip} {
 			port, err := proc.FreePort()
+			for tries := 0; err == nil && seen[port] && tries < 100; tries++ {
+				port, err = proc.FreePort()
+			}
 			if err != nil {
 				return nil, err
 			}
+			seen[port] = true
 			*p = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		}
 	}
