@@ -216,9 +216,10 @@ type Node struct {
 	raft      *raft.Raft
 	transport raft.Transport
 	logStore  io.Closer
-	logKind   string        // the Raft log store in use: bolt or wal
-	logs      raft.LogStore // behind Raft's cache; tests look at its range
-	receipts  *receiptStore // nil: this node keeps no receipts
+	logKind   string                    // the Raft log store in use: bolt or wal
+	raftPtr   atomic.Pointer[raft.Raft] // n.raft, for the log store's compaction guard
+	logs      raft.LogStore             // behind Raft's cache; tests look at its range
+	receipts  *receiptStore             // nil: this node keeps no receipts
 	applied   *appliedIndex
 	metrics   *metrics
 	log       *slog.Logger
@@ -456,6 +457,9 @@ func (n *Node) startRaft() error {
 	}
 	f := &raftFSM{machine: n.machine, applied: n.applied, metrics: n.metrics, receipts: n.receipts, log: n.log}
 	n.raft, err = raft.NewRaft(rc, f, logs, stable, snaps, n.transport)
+	if err == nil {
+		n.raftPtr.Store(n.raft)
+	}
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
@@ -484,6 +488,17 @@ type Stores struct {
 	Transport raft.Transport
 }
 
+// raftApplied is Raft's own applied index, 0 before Raft runs. It is not
+// the state machine's: Raft also counts entries it never hands the state
+// machine (configuration changes, no-ops), and a snapshot install sets it
+// before the compaction that follows.
+func (n *Node) raftApplied() uint64 {
+	if r := n.raftPtr.Load(); r != nil {
+		return r.AppliedIndex()
+	}
+	return 0
+}
+
 // LogStoreKind is the Raft log store this node uses ("bolt" or "wal"; ""
 // for stores given in Config.Stores).
 func (n *Node) LogStoreKind() string { return n.logKind }
@@ -492,10 +507,10 @@ func (n *Node) LogStoreKind() string { return n.logKind }
 // and guarded (countingLogStore), under a 512-entry cache; a store that
 // refuses gaps (the WAL) also gets gapResetLog on top, and nothing in the
 // stack says it is a raft.MonotonicLogStore (see gapResetLog for why).
-func logStack(store raft.LogStore, observe func(float64), applied *appliedIndex, hlog hclog.Logger) (raft.LogStore, error) {
+func logStack(store raft.LogStore, observe func(float64), lastApplied func() uint64, hlog hclog.Logger) (raft.LogStore, error) {
 	m, ok := store.(raft.MonotonicLogStore)
 	gapless := ok && m.IsMonotonic()
-	cache, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: observe, applied: applied, gapless: gapless})
+	cache, err := raft.NewLogCache(512, &countingLogStore{LogStore: store, observe: observe, lastApplied: lastApplied, gapless: gapless})
 	if err != nil {
 		return nil, err
 	}
@@ -510,7 +525,7 @@ func logStack(store raft.LogStore, observe func(float64), applied *appliedIndex,
 func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
 	if st := n.cfg.Stores; st != nil {
 		n.transport = st.Transport
-		logs, err := logStack(st.Log, n.metrics.storeBatches.Observe, n.applied, hlog)
+		logs, err := logStack(st.Log, n.metrics.storeBatches.Observe, n.raftApplied, hlog)
 		return logs, st.Stable, st.Snapshots, err
 	}
 	store, closer, err := openLogStore(n.cfg.DataDir, n.cfg.LogStore, hlog)
@@ -522,7 +537,7 @@ func (n *Node) openStores(hlog hclog.Logger) (raft.LogStore, raft.StableStore, r
 	if _, isWAL := store.(raft.MonotonicLogStore); isWAL {
 		n.logKind = "wal"
 	}
-	logs, err := logStack(store, n.metrics.storeBatches.Observe, n.applied, hlog)
+	logs, err := logStack(store, n.metrics.storeBatches.Observe, n.raftApplied, hlog)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -804,9 +819,9 @@ func hclogWriter(level string) io.Writer {
 type countingLogStore struct {
 	raft.LogStore
 	observe func(float64)
-	// applied is the state machine's applied index: compaction never
-	// removes entries past it (see DeleteRange).
-	applied *appliedIndex
+	// lastApplied is Raft's applied index (0 while unknown): compaction
+	// never removes entries past it (see DeleteRange).
+	lastApplied func() uint64
 	// gapless: the store refuses gaps and reads below its logical head
 	// (the WAL); see GetLog and gapResetLog.
 	gapless bool
@@ -843,11 +858,10 @@ func (c *countingLogStore) GetLog(index uint64, log *raft.Log) error {
 // is cut at the applied index; deleting the whole log (after a snapshot
 // install or restore) and suffix truncations pass unchanged.
 func (c *countingLogStore) DeleteRange(min, max uint64) error {
-	if c.applied != nil {
+	if c.lastApplied != nil {
 		first, ferr := c.LogStore.FirstIndex()
 		last, lerr := c.LogStore.LastIndex()
-		if ferr == nil && lerr == nil && min <= first && max < last {
-			applied, _ := c.applied.get()
+		if applied := c.lastApplied(); ferr == nil && lerr == nil && applied > 0 && min <= first && max < last {
 			if max > applied {
 				if min > applied {
 					return nil

@@ -301,7 +301,7 @@ func TestRaftFutureWaitsAreBounded(t *testing.T) {
 }
 
 // TestCompactionStopsAtApplied: a head compaction that would reach entries
-// the state machine has not applied is cut at the applied index (jepsen found
+// Raft has not applied is cut at Raft's applied index (jepsen found
 // hashicorp/raft compacting past lastApplied after a snapshot install moved
 // the state back); deleting the whole log and suffix truncations pass.
 func TestCompactionStopsAtApplied(t *testing.T) {
@@ -311,9 +311,7 @@ func TestCompactionStopsAtApplied(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	applied := newAppliedIndex()
-	applied.set(50)
-	s := &countingLogStore{LogStore: mem, observe: func(float64) {}, applied: applied}
+	s := &countingLogStore{LogStore: mem, observe: func(float64) {}, lastApplied: func() uint64 { return 50 }}
 	check := func(wantFirst, wantLast uint64) {
 		t.Helper()
 		first, _ := s.FirstIndex()
@@ -350,9 +348,7 @@ func TestWALGapIsReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closer.Close()
-	applied := newAppliedIndex()
-	applied.set(100)
-	logs, err := logStack(store, func(float64) {}, applied, hclog.NewNullLogger())
+	logs, err := logStack(store, func(float64) {}, func() uint64 { return 100 }, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
