@@ -862,11 +862,14 @@ func (c *countingLogStore) DeleteRange(min, max uint64) error {
 		first, ferr := c.LogStore.FirstIndex()
 		last, lerr := c.LogStore.LastIndex()
 		if applied := c.lastApplied(); ferr == nil && lerr == nil && applied > 0 && min <= first && max < last {
-			if max > applied {
-				if min > applied {
+			// Keep the applied entry itself too: after an install at X a
+			// follower whose log runs past X proves the leader's
+			// PrevLogEntry X by reading entry X.
+			if max >= applied {
+				if min >= applied {
 					return nil
 				}
-				max = applied
+				max = applied - 1
 			}
 		}
 	}
