@@ -78,7 +78,7 @@ func TestSimulation(t *testing.T) {
 
 type simStores struct {
 	mem   *raft.InmemStore // the stable store, and the log unless wal is set
-	wal   *wal.WAL         // the Raft log on odd seeds: the real WAL, which refuses gaps
+	wal   *wal.WAL         // the Raft log with TOLLGATE_SIM_LOG=wal: the real WAL, which refuses gaps
 	snaps *simSnapshotStore
 }
 
