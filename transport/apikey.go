@@ -31,7 +31,7 @@ var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPad
 // authentication is off.
 func auditBy(ctx context.Context) string {
 	if p, ok := PrincipalFrom(ctx); ok && p.Method != "none" {
-		return p.Subject + " (" + p.Method + ")"
+		return actor(ctx)
 	}
 	return ""
 }
